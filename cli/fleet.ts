@@ -1,0 +1,47 @@
+// Shared by commands that read a fleet directory and/or the state store.
+import { DragonflyError } from '../schemas/errors.js';
+import { LmdbStore, stateDirFrom } from '../store/lmdb.js';
+import type { Store } from '../store/store.js';
+import { readFleetDir } from '../reconciler/fleet-dir.js';
+import { loadFleet } from '../reconciler/load.js';
+import { formatDiagnostic, type Diagnostic } from '../reconciler/diagnostics.js';
+import type { Fleet } from '../reconciler/fleet.js';
+import type { Observed } from '../reconciler/observed.js';
+import { readObserved } from '../reconciler/observed.js';
+import type { Io } from './output.js';
+
+export class InvalidFleetError extends DragonflyError {
+  constructor(readonly diagnostics: Diagnostic[]) {
+    const errors = diagnostics.filter((d) => d.severity === 'error');
+    super(errors[0]!.code, `the fleet has ${errors.length} error${errors.length > 1 ? 's' : ''}`, { diagnostics });
+  }
+}
+
+export function requireFleetArg(fleet: string | undefined): string {
+  if (!fleet) throw new DragonflyError('DF_ERR_USAGE', 'missing --fleet DIR', {}, 'pass --fleet DIR, the directory that holds your fleet YAML');
+  return fleet;
+}
+
+/** Load and validate; print diagnostics (warnings too) unless json; throw when the fleet is invalid. */
+export function loadFleetOrThrow(dir: string, io: Io, json: boolean): Fleet {
+  const result = loadFleet(readFleetDir(dir));
+  if (!json) for (const d of result.diagnostics) io.err(formatDiagnostic(d) + '\n');
+  if (!result.fleet) throw new InvalidFleetError(result.diagnostics);
+  return result.fleet;
+}
+
+export function openStore(state: string | undefined): Store {
+  return LmdbStore.open(stateDirFrom(state));
+}
+
+/** Observed state without creating a store where none exists (plan is read-only). */
+export async function readObservedIfAny(state: string | undefined): Promise<Observed> {
+  const dir = stateDirFrom(state);
+  if (!LmdbStore.exists(dir)) return { revision: 0, machines: new Map(), workflows: new Map() };
+  const store = LmdbStore.open(dir);
+  try {
+    return await readObserved(store);
+  } finally {
+    await store.close();
+  }
+}

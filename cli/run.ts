@@ -1,0 +1,118 @@
+// `dragonfly`: the composition root. Parses arguments, wires real parts together, maps errors to exit codes.
+import { parseArgs } from 'node:util';
+import { DragonflyError } from '../schemas/errors.js';
+import { applyCommand, applyHelp } from './apply.js';
+import { historyCommand, historyHelp } from './history.js';
+import { machinesCommand, machinesHelp } from './machines.js';
+import { nameCommand, nameHelp } from './name.js';
+import { reportError, type Io } from './output.js';
+import { planCommand, planHelp } from './plan.js';
+import { schemasCommand, schemasHelp } from './schemas.js';
+import { validateCommand, validateHelp } from './validate.js';
+
+const mainHelp = `Usage: dragonfly COMMAND [options]
+
+Declarative, GitOps bare-metal provisioning: the fleet is YAML in git; the observed state is a local
+LMDB store (--state DIR, default $DRAGONFLY_STATE or ./.dragonfly).
+
+Commands:
+  validate   check a fleet directory: schemas, references, template variables (file:line:col errors)
+  plan       show what apply would change (+ add, ~ change, ! reimage, - retire)
+  apply      apply a saved plan, or plan and ask for "yes"
+  machines   list machines in the store
+  history    list every apply (audit log)
+  name       print the memorable name of a MAC
+  schemas    print the JSON Schemas, or Kubernetes CRDs with --crd
+
+Run \`dragonfly COMMAND --help\` for a command's options.
+`;
+
+const HELP: Record<string, string> = {
+  validate: validateHelp,
+  plan: planHelp,
+  apply: applyHelp,
+  machines: machinesHelp,
+  history: historyHelp,
+  name: nameHelp,
+  schemas: schemasHelp,
+};
+
+const OPTIONS = {
+  fleet: { type: 'string' },
+  state: { type: 'string' },
+  out: { type: 'string' },
+  json: { type: 'boolean' },
+  markdown: { type: 'boolean' },
+  'detailed-exitcode': { type: 'boolean' },
+  'auto-approve': { type: 'boolean' },
+  'no-color': { type: 'boolean' },
+  crd: { type: 'boolean' },
+  limit: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+// Which options each command accepts; anything else is a usage error, not silently ignored.
+const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
+  validate: ['fleet', 'json'],
+  plan: ['fleet', 'state', 'out', 'json', 'markdown', 'detailed-exitcode'],
+  apply: ['fleet', 'state', 'auto-approve'],
+  machines: ['state', 'json'],
+  history: ['state', 'json', 'limit'],
+  name: [],
+  schemas: ['crd'],
+};
+
+export async function run(argv: string[], io: Io): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    io.out(mainHelp);
+    return command ? 0 : 1;
+  }
+  if (command === '--version') {
+    io.out('dragonfly 0.1.0\n');
+    return 0;
+  }
+  const help = HELP[command];
+  if (!help) return reportError(io, new DragonflyError('DF_ERR_USAGE', `unknown command "${command}"`, {}, `commands: ${Object.keys(HELP).join(', ')}`));
+  let parsed;
+  try {
+    parsed = parseArgs({ args: rest, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    return reportError(io, new DragonflyError('DF_ERR_USAGE', (e as Error).message, {}, `run \`dragonfly ${command} --help\``));
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) {
+    io.out(help);
+    return 0;
+  }
+  const unexpected = Object.keys(v).filter((k) => k !== 'no-color' && !ACCEPTS[command]!.includes(k as keyof typeof OPTIONS));
+  if (unexpected.length > 0) {
+    return reportError(io, new DragonflyError('DF_ERR_USAGE', `${command} does not take --${unexpected.join(', --')}`, {}, `run \`dragonfly ${command} --help\``));
+  }
+  const maxPositionals = command === 'apply' || command === 'name' || command === 'schemas' ? 1 : 0;
+  if (positionals.length > maxPositionals) {
+    return reportError(io, new DragonflyError('DF_ERR_USAGE', `unexpected argument "${positionals[maxPositionals]}"`, {}, `run \`dragonfly ${command} --help\``));
+  }
+  const json = v.json === true;
+  try {
+    switch (command) {
+      case 'validate':
+        return await validateCommand({ fleet: v.fleet, json }, io);
+      case 'plan':
+        return await planCommand({ fleet: v.fleet, state: v.state, out: v.out, json, markdown: v.markdown, detailedExitcode: v['detailed-exitcode'] }, io);
+      case 'apply':
+        return await applyCommand({ planFile: positionals[0], fleet: v.fleet, state: v.state, autoApprove: v['auto-approve'] }, io);
+      case 'machines':
+        return await machinesCommand({ state: v.state, json }, io);
+      case 'history':
+        return await historyCommand({ state: v.state, json, limit: v.limit }, io);
+      case 'name':
+        return await nameCommand(positionals[0], io);
+      case 'schemas':
+        return await schemasCommand({ crd: v.crd, name: positionals[0] }, io);
+    }
+    return 1;
+  } catch (e) {
+    return reportError(io, e, json);
+  }
+}

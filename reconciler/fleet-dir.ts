@@ -1,0 +1,40 @@
+// I/O edge: read every *.yaml / *.yml under a fleet directory.
+import fs from 'node:fs';
+import path from 'node:path';
+import { DragonflyError } from '../schemas/errors.js';
+import type { SourceFile } from './parse.js';
+
+const SKIP_DIRS = new Set(['.git', 'node_modules']);
+
+export function isFleetFile(name: string): boolean {
+  return (name.endsWith('.yaml') || name.endsWith('.yml')) && !name.startsWith('.');
+}
+
+/** Every fleet file under `root`, sorted by path; paths are relative to root with '/' separators. */
+export function readFleetDir(root: string): SourceFile[] {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(root);
+  } catch (e) {
+    throw new DragonflyError('DF_ERR_FLEET_DIR', `cannot read fleet directory ${root}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path: root });
+  }
+  if (!stat.isDirectory()) throw new DragonflyError('DF_ERR_FLEET_DIR', `${root} is not a directory`, { path: root });
+  const out: SourceFile[] = [];
+  const walk = (dir: string, rel: string) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      if (entry.name.startsWith('.') || SKIP_DIRS.has(entry.name)) continue;
+      const abs = path.join(dir, entry.name);
+      const relPath = rel ? `${rel}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) walk(abs, relPath);
+      else if (entry.isFile() && isFleetFile(entry.name)) {
+        try {
+          out.push({ path: relPath, text: fs.readFileSync(abs, 'utf8') });
+        } catch (e) {
+          throw new DragonflyError('DF_ERR_FILE_READ', `cannot read ${relPath}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path: relPath });
+        }
+      }
+    }
+  };
+  walk(root, '');
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}

@@ -1,0 +1,50 @@
+// The observed state the planner reads: every machine record and workflow, at one store revision.
+import { createHash } from 'node:crypto';
+import type { MachineRecord, Workflow } from '../schemas/types.js';
+import type { Snapshot, Store, Versioned } from '../store/store.js';
+import { MACHINES, WORKFLOWS } from '../store/keys.js';
+
+export interface Observed {
+  revision: number;
+  /** By normalised boot MAC. */
+  machines: Map<string, Versioned<MachineRecord>>;
+  /** By workflow id. */
+  workflows: Map<string, Versioned<Workflow>>;
+}
+
+export function observedFrom(snap: Snapshot): Observed {
+  return {
+    revision: snap.revision,
+    machines: new Map(snap.list<MachineRecord>(MACHINES).map((r) => [r.value.mac, r])),
+    workflows: new Map(snap.list<Workflow>(WORKFLOWS).map((r) => [r.value.id, r])),
+  };
+}
+
+export function readObserved(store: Store): Promise<Observed> {
+  return store.read(observedFrom);
+}
+
+/** JSON with sorted keys, so equal values hash equally. */
+export function stableJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
+  );
+}
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * What a plan relied on for one machine: its record (without the seen-times that the boot server bumps on
+ * every PXE request) and the state of its current workflow. 'absent' when the store has no record.
+ */
+export function fingerprint(observed: Observed, mac: string): string {
+  const rec = observed.machines.get(mac)?.value;
+  if (!rec) return 'absent';
+  const { lastSeen: _l, firstSeen: _f, ...stable } = rec;
+  const wf = rec.workflow ? observed.workflows.get(rec.workflow)?.value : undefined;
+  return sha256(stableJson({ rec: stable, wf: wf ? { id: wf.id, state: wf.state, generation: wf.generation } : null })).slice(0, 16);
+}

@@ -1,0 +1,162 @@
+// Printing plans: human text (Terraform-like symbols), Markdown for pull requests. JSON is the Plan itself.
+import type { Change, Note, Plan } from '../schemas/types.js';
+
+export interface TextOptions {
+  color?: boolean;
+}
+
+const SYMBOL: Record<Change['action'], string> = {
+  register: '+',
+  provision: '+',
+  update: '~',
+  power: '~',
+  reimage: '!',
+  retire: '-',
+};
+
+const NOTE_LABEL: Record<Note['kind'], string> = {
+  'waiting-discovery': 'waiting for discovery',
+  'in-progress': 'in progress',
+  deferred: 'deferred',
+  blocked: 'blocked',
+  failed: 'failed',
+  drift: 'drift',
+  unmanaged: 'not in git',
+  warning: 'warning',
+};
+
+const ANSI = { red: '\x1b[31m', green: '\x1b[32m', yellow: '\x1b[33m', bold: '\x1b[1m', dim: '\x1b[2m', reset: '\x1b[0m' };
+
+function paint(on: boolean, color: keyof typeof ANSI, text: string): string {
+  return on ? `${ANSI[color]}${text}${ANSI.reset}` : text;
+}
+
+function colorOf(action: Change['action']): keyof typeof ANSI {
+  return action === 'register' || action === 'provision' ? 'green' : action === 'update' || action === 'power' ? 'yellow' : 'red';
+}
+
+function show(v: unknown): string {
+  return v === null || v === undefined ? '(none)' : typeof v === 'string' ? v : JSON.stringify(v);
+}
+
+function who(c: { machine?: Change['machine'] }): string {
+  const m = c.machine;
+  if (!m) return '';
+  return m.name === m.memorableName ? `${m.name} (${m.mac})` : `${m.name} (${m.mac}, ${m.memorableName})`;
+}
+
+/** One change as the lines a reviewer reads. */
+export function changeLines(c: Change): string[] {
+  const lines: string[] = [];
+  const wf = c.workflow;
+  switch (c.action) {
+    case 'provision':
+      lines.push(`${who(c)}: install ${wf!.template}@${wf!.generation} on ${wf!.disk}`);
+      break;
+    case 'reimage':
+      lines.push(`${who(c)}: REIMAGE with ${wf!.template}@${wf!.generation}; the disks will be wiped`);
+      break;
+    case 'power':
+      lines.push(`${who(c)}: power ${c.power?.from ?? '?'} → ${c.power!.to}`);
+      break;
+    default:
+      lines.push(`${who(c)}`);
+  }
+  lines.push(`    ${c.reason}`);
+  for (const d of c.diff ?? []) lines.push(`    ${d.path}: ${show(d.before)} → ${show(d.after)}`);
+  for (const w of c.wipes ?? []) lines.push(`    will be lost: ${w}`);
+  return lines;
+}
+
+export function summaryLine(plan: Plan): string {
+  const s = plan.summary;
+  return `Plan: ${s.add} to add, ${s.change} to change, ${s.reimage} to reimage, ${s.retire} to retire.`;
+}
+
+export const NO_CHANGES = 'No changes. The fleet matches its configuration.';
+
+export function renderPlanText(plan: Plan, opts: TextOptions = {}): string {
+  const color = opts.color ?? false;
+  const out: string[] = [];
+  if (plan.changes.length > 0) {
+    out.push('Dragonfly will perform the following actions:', '');
+    for (const c of plan.changes) {
+      const [head, ...rest] = changeLines(c);
+      const line = `  ${SYMBOL[c.action]} ${c.action} ${head}`;
+      out.push(paint(color, colorOf(c.action), c.action === 'reimage' ? paint(color, 'bold', line) : line));
+      for (const r of rest) out.push(`  ${r}`);
+    }
+    out.push('');
+  }
+  if (plan.notes.length > 0) {
+    out.push('Not changed by this plan:', '');
+    for (const n of plan.notes) out.push(`  · ${NOTE_LABEL[n.kind]}: ${n.machine ? `${who(n)}: ` : ''}${n.message}`);
+    out.push('');
+  }
+  if (plan.changes.length === 0) out.push(paint(color, 'green', NO_CHANGES));
+  else {
+    out.push(paint(color, 'bold', summaryLine(plan)));
+    if (plan.summary.reimage > 0) {
+      out.push(paint(color, 'red', `${plan.summary.reimage} machine${plan.summary.reimage > 1 ? 's' : ''} will be reimaged: the data on their install disks will be lost.`));
+    }
+  }
+  return out.join('\n') + '\n';
+}
+
+/** GitHub/GitLab comments are capped at 65,536 characters; stay well below. */
+export const MARKDOWN_LIMIT = 60_000;
+
+export function renderPlanMarkdown(plan: Plan, opts: { title?: string; limit?: number } = {}): string {
+  const limit = opts.limit ?? MARKDOWN_LIMIT;
+  const head: string[] = [];
+  head.push(`### ${opts.title ?? 'Dragonfly plan'}`, '');
+  head.push(plan.changes.length === 0 ? `**${NO_CHANGES}**` : `**${summaryLine(plan)}**`);
+  if (plan.summary.reimage > 0) {
+    head.push('', `> [!WARNING]`, `> ${plan.summary.reimage} machine(s) will be **reimaged**: the data on their install disks will be lost.`);
+  }
+  head.push('', `Fleet revision \`${plan.fleetRevision}\`, store revision ${plan.storeRevision}.`, '');
+
+  const counts = new Map<string, number>();
+  for (const c of plan.changes) counts.set(c.action, (counts.get(c.action) ?? 0) + 1);
+  const table = ['| action | machines |', '|---|---:|', ...[...counts].map(([a, n]) => `| \`${SYMBOL[a as Change['action']]} ${a}\` | ${n} |`)];
+
+  const body = (changes: Change[], notes: Note[]): string[] => {
+    const lines: string[] = [];
+    if (changes.length > 0) {
+      lines.push(`<details><summary>Changes (${changes.length})</summary>`, '', '```diff');
+      for (const c of changes) {
+        const [first, ...rest] = changeLines(c);
+        // diff highlighting: + green, - red, ! orange; ~ has no colour of its own.
+        lines.push(`${SYMBOL[c.action]} ${c.action} ${first}`, ...rest.map((r) => `  ${r}`));
+      }
+      lines.push('```', '', '</details>', '');
+    }
+    if (notes.length > 0) {
+      lines.push(`<details><summary>Not changed by this plan (${notes.length})</summary>`, '');
+      for (const n of notes) lines.push(`- **${NOTE_LABEL[n.kind]}**: ${n.machine ? `\`${n.machine.name}\`: ` : ''}${n.message.replaceAll('|', '\\|')}`);
+      lines.push('', '</details>', '');
+    }
+    return lines;
+  };
+
+  const full = [...head, ...(counts.size > 0 ? [...table, ''] : []), ...body(plan.changes, plan.notes)].join('\n');
+  if (full.length <= limit) return full;
+
+  // Too long for a comment: keep the summary and as many changes as fit, then say what was left out.
+  let keep = plan.changes.length;
+  let text = full;
+  while (keep > 0) {
+    keep = Math.floor(keep / 2);
+    const omitted = plan.changes.length - keep;
+    text = [
+      ...head,
+      ...table,
+      '',
+      ...body(plan.changes.slice(0, keep), []),
+      `_${omitted} more change(s) and ${plan.notes.length} note(s) are not shown: the plan is too long for a comment. Run \`dragonfly plan\` for all of it._`,
+      '',
+    ].join('\n');
+    if (text.length <= limit) break;
+  }
+  return text;
+}

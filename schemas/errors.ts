@@ -1,0 +1,109 @@
+// The one table of Dragonfly's error codes. Every error a user can cause has a code here, a hint that
+// says what to do, and is documented in docs/errors.md (a test checks both ways).
+
+export interface ErrorSpec {
+  /** What went wrong, in general terms (the message of each occurrence is more specific). */
+  title: string;
+  /** One line: what the user should do. */
+  hint: string;
+  /** HTTP status when the error reaches an API client. */
+  status: number;
+}
+
+const spec = (title: string, hint: string, status = 400): ErrorSpec => ({ title, hint, status });
+
+export const ERRORS = {
+  // Reading the fleet
+  DF_ERR_FLEET_DIR: spec('the fleet directory cannot be read', 'pass --fleet DIR pointing at a directory of *.yaml files'),
+  DF_ERR_FILE_READ: spec('a fleet file cannot be read', 'check the file permissions'),
+  DF_ERR_EMPTY_FLEET: spec(
+    'the fleet holds no resources',
+    'add Machine, Template and Assignment documents; an empty fleet would retire every machine, so Dragonfly refuses it',
+  ),
+  DF_ERR_YAML_SYNTAX: spec('YAML syntax error', 'fix the YAML at this position (a YAML linter shows the structure)'),
+  DF_ERR_YAML_TAB: spec('a tab is used for indentation', 'indent YAML with spaces, never tabs'),
+  DF_ERR_YAML_INDENT: spec('bad indentation', 'align keys of the same mapping in the same column, using spaces'),
+  DF_ERR_YAML_DUPLICATE_KEY: spec('a key appears twice in the same mapping', 'remove or rename one of the two keys'),
+  DF_ERR_NOT_A_MAPPING: spec(
+    'a document is not a mapping',
+    'each document separated by --- must be a mapping with apiVersion, kind, metadata and spec',
+  ),
+  DF_ERR_API_VERSION: spec('unknown apiVersion', 'use apiVersion: dragonfly.computer/v1'),
+  DF_ERR_KIND: spec('unknown kind', 'use kind: Machine, Template or Assignment (Workflows are observed, never written in git)'),
+  // Schema
+  DF_ERR_UNKNOWN_FIELD: spec('unknown field', 'remove the field or fix its spelling; see schemas/ for the fields of each kind'),
+  DF_ERR_MISSING_FIELD: spec('a required field is missing', 'add the field'),
+  DF_ERR_TYPE: spec('a field has the wrong type', 'give the field a value of the type the schema asks for'),
+  DF_ERR_ENUM: spec('a field has a value outside its allowed set', 'use one of the allowed values'),
+  DF_ERR_RANGE: spec('a value is out of range', 'use a value within the allowed range'),
+  DF_ERR_EXACTLY_ONE: spec('exactly one of several fields is required', 'keep exactly one of the fields named'),
+  DF_ERR_MAC: spec('malformed MAC address', "write six hex pairs separated by ':' or '-', e.g. 52:54:00:ab:cd:01"),
+  DF_ERR_SIZE: spec('malformed size', "write a number and a unit, e.g. 512MiB, 20GiB, 1TB (or 'rest' for the last partition)"),
+  DF_ERR_URL: spec('malformed URL', 'write an absolute http:// or https:// URL'),
+  DF_ERR_SHA256: spec('malformed sha256', 'write the 64 hex digits printed by `sha256sum FILE`'),
+  DF_ERR_NAME: spec(
+    'malformed name',
+    "use a lower-case DNS label: a-z, 0-9 and '-', at most 63 characters, starting and ending with a letter or digit",
+  ),
+  DF_ERR_DURATION: spec('malformed duration', 'write a duration such as 90s, 30m or 1h30m'),
+  DF_ERR_PATH: spec('malformed path', 'write an absolute path (/etc/hostname, /dev/sda) without ".." segments'),
+  DF_ERR_LABEL: spec('malformed label key', 'use keys like rack, role or example.com/role (letters, digits, - _ .)'),
+  DF_ERR_FILE_MODE: spec('malformed file mode', 'write an octal mode as a string, e.g. "0644"'),
+  DF_ERR_UNKNOWN_ACTION: spec('unknown action', 'use one of the native actions: partition, image2disk, writefile, kexec'),
+  DF_ERR_ACTION_SHAPE: spec('an action must have exactly one key', 'write each action as its own list item: `- partition: {...}`'),
+  // References across documents
+  DF_ERR_DUPLICATE_MAC: spec('the same MAC is declared twice', 'a NIC belongs to one machine; remove the duplicate (case and separators do not matter)'),
+  DF_ERR_DUPLICATE_NAME: spec('two resources of the same kind share a name', 'rename one of them'),
+  DF_ERR_MISSING_TEMPLATE: spec('the assignment names a template that does not exist', 'add the Template or fix the name'),
+  DF_ERR_MISSING_MACHINE: spec('the assignment names a machine that does not exist', 'add the Machine or fix the name'),
+  DF_ERR_DOUBLE_ASSIGNMENT: spec(
+    'a machine is matched by two assignments',
+    'narrow one selector or list, so that each machine gets exactly one template',
+  ),
+  DF_ERR_UNKNOWN_VARIABLE: spec(
+    'unknown template variable',
+    'use ${machine.name}, ${machine.memorableName}, ${machine.mac}, ${machine.labels.KEY}, ${disk}, ${image.url} or ${server.url}',
+  ),
+  DF_ERR_MISSING_LABEL: spec('a template variable names a label the machine does not have', 'add the label to the machine, or change the template'),
+  DF_ERR_NO_IMAGE: spec('image2disk needs spec.image', 'add spec.image with url and sha256 to the template'),
+  DF_ERR_PARTITION_LAYOUT: spec('inconsistent partition layout', "only the last partition may use size 'rest'; partition numbers must exist in the layout"),
+  // Plans and apply
+  DF_ERR_PLAN_FILE: spec('the plan file cannot be used', 'write a new plan with `dragonfly plan --out FILE`'),
+  DF_ERR_PLAN_STALE: spec('the saved plan is stale', 'run `dragonfly plan --out FILE` again, review it, then apply the new file', 409),
+  DF_ERR_APPLY_ABORTED: spec('apply cancelled', 'answer yes to apply, or pass --auto-approve in CI'),
+  DF_ERR_STORE_OPEN: spec('the state store cannot be opened', 'check --state DIR (or DRAGONFLY_STATE): it must be a writable directory', 500),
+  DF_ERR_STORE_CONFLICT: spec('the store changed during the operation', 'retry; another process wrote the same records', 409),
+  DF_ERR_USAGE: spec('bad command line', 'run `dragonfly --help` or `dragonfly COMMAND --help`'),
+  DF_ERR_BAD_MAC: spec('malformed MAC address', "write six hex pairs separated by ':' or '-', e.g. 52:54:00:ab:cd:01"),
+  // Warnings
+  DF_WARN_EMPTY_SELECTOR: spec('a selector matches no machine', 'check the labels; the assignment does nothing until a machine matches'),
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** An error a user can cause: serialisable, with a code, a message that says what happened, and a hint. */
+export class DragonflyError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string;
+  readonly data: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, data: Record<string, unknown> = {}, hint?: string) {
+    super(message);
+    this.name = 'DragonflyError';
+    this.code = code;
+    this.hint = hint ?? ERRORS[code].hint;
+    this.data = data;
+  }
+
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+
+  toJSON() {
+    return { code: this.code, message: this.message, hint: this.hint, ...this.data };
+  }
+}
+
+export function isDragonflyError(e: unknown): e is DragonflyError {
+  return e instanceof DragonflyError;
+}

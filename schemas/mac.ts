@@ -1,0 +1,12 @@
+// MAC addresses as users and firmware write them: any case, ':' or '-' (iPXE's ${mac:hexhyp}).
+const MAC = /^[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$/i;
+
+export function isMac(text: string): boolean {
+  return MAC.test(text);
+}
+
+/** Normalised form used as the store key: lower case, ':' separated. Returns undefined for anything else. */
+export function normalizeMac(text: string): string | undefined {
+  if (!MAC.test(text)) return undefined;
+  return text.toLowerCase().replaceAll('-', ':');
+}

@@ -1,0 +1,46 @@
+// Compiled validators for every schema in this folder (Ajv, JSON Schema 2020-12).
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
+import common from './common.schema.json' with { type: 'json' };
+import machine from './machine.schema.json' with { type: 'json' };
+import template from './template.schema.json' with { type: 'json' };
+import assignment from './assignment.schema.json' with { type: 'json' };
+import workflow from './workflow.schema.json' with { type: 'json' };
+import hardware from './hardware.schema.json' with { type: 'json' };
+import machineRecord from './machine-record.schema.json' with { type: 'json' };
+import plan from './plan.schema.json' with { type: 'json' };
+import { FORMATS } from './formats.js';
+
+export const SCHEMAS = { common, machine, template, assignment, workflow, hardware, machineRecord, plan } as const;
+export type SchemaName = Exclude<keyof typeof SCHEMAS, 'common'>;
+
+export type SchemaError = ErrorObject;
+
+// ajv-formats is CommonJS; its default export arrives wrapped under NodeNext.
+const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (
+  ajv: Ajv2020,
+) => Ajv2020;
+
+let ajv: Ajv2020 | undefined;
+const compiled = new Map<SchemaName, ValidateFunction>();
+
+function instance(): Ajv2020 {
+  if (ajv) return ajv;
+  ajv = new Ajv2020({ allErrors: true, verbose: true, strict: true, strictRequired: false, strictTypes: false, allowUnionTypes: true });
+  addFormats(ajv);
+  for (const [name, f] of Object.entries(FORMATS)) ajv.addFormat(name, { type: 'string', validate: f.validate });
+  for (const s of Object.values(SCHEMAS)) ajv.addSchema(s as object);
+  return ajv;
+}
+
+/** Validate a value against one of our schemas; returns the list of errors (empty when valid). */
+export function validateAgainst(name: SchemaName, value: unknown): SchemaError[] {
+  let fn = compiled.get(name);
+  if (!fn) {
+    const id = (SCHEMAS[name] as { $id: string }).$id;
+    fn = instance().getSchema(id);
+    if (!fn) throw new Error(`schema ${name} is not registered`);
+    compiled.set(name, fn);
+  }
+  return fn(value) ? [] : [...(fn.errors ?? [])];
+}

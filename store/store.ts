@@ -1,0 +1,52 @@
+// The observed-state store, as its users need it: a key/value space with one monotonically increasing
+// revision (like etcd), atomic multi-key transactions guarded by per-key revisions (optimistic
+// concurrency), consistent snapshots and change notifications. LMDB implements it (lmdb.ts); etcd can too.
+
+export interface Versioned<T = unknown> {
+  key: string;
+  value: T;
+  /** Revision of the transaction that last wrote this key. */
+  modRevision: number;
+  /** Revision of the transaction that created it. */
+  createRevision: number;
+}
+
+/** A guard: the key's modRevision must equal this value; 0 means the key must not exist. */
+export interface Compare {
+  key: string;
+  modRevision: number;
+}
+
+export interface Txn {
+  compare?: Compare[];
+  put?: { key: string; value: unknown }[];
+  delete?: string[];
+}
+
+export type TxnResult = { ok: true; revision: number } | { ok: false; revision: number; conflicts: string[] };
+
+export interface Change {
+  revision: number;
+  key: string;
+  type: 'put' | 'delete';
+}
+
+/** A consistent view of the store at one revision. */
+export interface Snapshot {
+  revision: number;
+  get<T>(key: string): Versioned<T> | undefined;
+  list<T>(prefix: string): Versioned<T>[];
+}
+
+export interface Store {
+  /** Run `fn` against one consistent snapshot. */
+  read<T>(fn: (snap: Snapshot) => T): Promise<T>;
+  /** Apply every put and delete at one new revision, or nothing if a compare fails. */
+  commit(txn: Txn): Promise<TxnResult>;
+  /**
+   * Calls `listener` with the changes under `prefix` after `fromRevision`, then with every later change,
+   * including changes committed by other processes. Returns a function that stops watching.
+   */
+  watch(prefix: string, fromRevision: number, listener: (changes: Change[]) => void): () => void;
+  close(): Promise<void>;
+}
