@@ -1,6 +1,5 @@
 // The desired state, as loaded from git: validated, references resolved. Built by load.ts.
 import type { MachineSpec, TemplateSpec } from '../schemas/types.js';
-import type { Position } from './diagnostics.js';
 
 export interface FleetMachine {
   name: string;
@@ -12,13 +11,15 @@ export interface FleetMachine {
   spec: MachineSpec;
   /** The assignment that matches this machine, if any. */
   assignment?: string;
-  at: Position;
+  /** The fleet file that declares it. */
+  file: string;
 }
 
 export interface FleetTemplate {
   name: string;
   spec: TemplateSpec;
-  at: Position;
+  /** The fleet file that declares it. */
+  file: string;
 }
 
 export interface FleetAssignment {
@@ -29,7 +30,8 @@ export interface FleetAssignment {
   maxFailures?: number;
   /** Names of the machines it matches, in fleet order. */
   machines: string[];
-  at: Position;
+  /** The fleet file that declares it. */
+  file: string;
 }
 
 export interface Fleet {

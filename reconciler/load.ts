@@ -39,17 +39,22 @@ export function loadFleet(files: readonly SourceFile[], revision = contentRevisi
   const machines: Typed<Machine>[] = [];
   const templates: Typed<Template>[] = [];
   const assignments: Typed<Assignment>[] = [];
+  // What exists even if it failed validation, so that one broken document does not also make every
+  // reference to it an error; `incomplete` when some document could not even be classified.
+  const declared = { Machine: new Set<string>(), Template: new Set<string>(), Assignment: new Set<string>() };
+  let incomplete = false;
 
   // 1. Parse and check each document on its own.
   for (const file of [...files].sort((a, b) => (a.path < b.path ? -1 : 1))) {
     const parsed = parseFile(file);
     diagnostics.push(...parsed.diagnostics);
+    if (parsed.diagnostics.length > 0) incomplete = true;
     for (const doc of parsed.docs) {
       const v = doc.value;
       if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-        diagnostics.push(
-          diagnostic('DF_ERR_NOT_A_MAPPING', doc.at([]), `document ${doc.index + 1} is ${Array.isArray(v) ? 'a list' : `a ${typeof v}`}, not a mapping`),
-        );
+        const what = v === null ? 'empty (null)' : Array.isArray(v) ? 'a list' : `a ${typeof v}`;
+        diagnostics.push(diagnostic('DF_ERR_NOT_A_MAPPING', doc.at([]), `document ${doc.index + 1} is ${what}, not a mapping`));
+        incomplete = true;
         continue;
       }
       const { apiVersion, kind } = v as Record<string, unknown>;
@@ -57,6 +62,7 @@ export function loadFleet(files: readonly SourceFile[], revision = contentRevisi
         const at = apiVersion === undefined ? doc.at([]) : doc.at(['apiVersion']);
         const what = apiVersion === undefined ? 'missing apiVersion' : `unknown apiVersion ${JSON.stringify(apiVersion)}`;
         diagnostics.push(diagnostic('DF_ERR_API_VERSION', at, what, { field: 'apiVersion' }));
+        incomplete = true;
         continue;
       }
       const schema = typeof kind === 'string' ? KINDS[kind] : undefined;
@@ -64,8 +70,12 @@ export function loadFleet(files: readonly SourceFile[], revision = contentRevisi
         const at = kind === undefined ? doc.at([]) : doc.at(['kind']);
         const what = kind === undefined ? 'missing kind' : `unknown kind ${JSON.stringify(kind)}`;
         diagnostics.push(diagnostic('DF_ERR_KIND', at, what, { field: 'kind' }));
+        incomplete = true;
         continue;
       }
+      const name = declaredName(kind as keyof typeof declared, v as Record<string, unknown>);
+      if (name) declared[kind as keyof typeof declared].add(name);
+      else incomplete = true; // a nameless document could be the one a reference means
       const errors = validateAgainst(schema, v);
       if (errors.length > 0) {
         diagnostics.push(...schemaDiagnostics(doc, errors));
@@ -83,7 +93,8 @@ export function loadFleet(files: readonly SourceFile[], revision = contentRevisi
   // 2. Resolve across documents.
   const fleetMachines = resolveMachines(machines, diagnostics);
   const fleetTemplates = resolveTemplates(templates, diagnostics);
-  const fleetAssignments = resolveAssignments(assignments, fleetMachines, fleetTemplates, diagnostics);
+  const known = (kind: keyof typeof declared, name: string) => incomplete || declared[kind].has(name);
+  const fleetAssignments = resolveAssignments(assignments, fleetMachines, fleetTemplates, known, diagnostics);
   checkTemplateVariables(templates, fleetAssignments, fleetMachines, diagnostics);
 
   diagnostics.sort(byPosition);
@@ -94,15 +105,24 @@ export function loadFleet(files: readonly SourceFile[], revision = contentRevisi
   };
 }
 
+/** The name a document declares, read before validation (it may be invalid). */
+function declaredName(kind: string, v: Record<string, unknown>): string | undefined {
+  const name = (v.metadata as { name?: unknown } | undefined)?.name;
+  if (typeof name === 'string') return name;
+  const mac = (v.spec as { mac?: unknown } | undefined)?.mac;
+  return kind === 'Machine' && typeof mac === 'string' ? memorableName(mac) : undefined;
+}
+
 function resolveMachines(machines: Typed<Machine>[], out: Diagnostic[]): FleetMachine[] {
-  const byMac = new Map<string, Position>();
-  const byName = new Map<string, Position>();
+  // Positions are computed only when a message needs them: most fleets are valid.
+  const byMac = new Map<string, () => Position>();
+  const byName = new Map<string, () => Position>();
   const result: FleetMachine[] = [];
   for (const { doc, value } of machines) {
     const mac = normalizeMac(value.spec.mac)!;
     const memorable = memorableName(mac)!;
     const name = value.metadata?.name ?? memorable;
-    const nameAt = value.metadata?.name ? doc.at(['metadata', 'name']) : doc.at(['spec', 'mac']);
+    const nameAt = () => (value.metadata?.name ? doc.at(['metadata', 'name']) : doc.at(['spec', 'mac']));
     const macs = (value.spec.macs ?? []).map((m) => normalizeMac(m)!);
     let ok = true;
     [mac, ...macs].forEach((m, i) => {
@@ -110,17 +130,17 @@ function resolveMachines(machines: Typed<Machine>[], out: Diagnostic[]): FleetMa
       const first = byMac.get(m);
       if (first) {
         out.push(
-          diagnostic('DF_ERR_DUPLICATE_MAC', doc.at(path), `MAC ${m} is already declared at ${formatPosition(first)}`, {
+          diagnostic('DF_ERR_DUPLICATE_MAC', doc.at(path), `MAC ${m} is already declared at ${formatPosition(first())}`, {
             field: fieldPath(path),
           }),
         );
         ok = false;
-      } else byMac.set(m, doc.at(path));
+      } else byMac.set(m, () => doc.at(path));
     });
     const firstName = byName.get(name);
     if (firstName) {
       out.push(
-        diagnostic('DF_ERR_DUPLICATE_NAME', nameAt, `Machine "${name}" is already declared at ${formatPosition(firstName)}`, {
+        diagnostic('DF_ERR_DUPLICATE_NAME', nameAt(), `Machine "${name}" is already declared at ${formatPosition(firstName())}`, {
           field: 'metadata.name',
           ...(value.metadata?.name ? {} : { hint: 'two machines share a memorable name: give one of them metadata.name' }),
         }),
@@ -134,7 +154,7 @@ function resolveMachines(machines: Typed<Machine>[], out: Diagnostic[]): FleetMa
       memorableName: memorable,
       labels: value.metadata?.labels ?? {},
       spec: { ...value.spec, mac, ...(value.spec.macs ? { macs } : {}) },
-      at: doc.at([]),
+      file: doc.file,
     });
   }
   return result;
@@ -142,27 +162,31 @@ function resolveMachines(machines: Typed<Machine>[], out: Diagnostic[]): FleetMa
 
 function resolveTemplates(templates: Typed<Template>[], out: Diagnostic[]): Map<string, FleetTemplate> {
   const result = new Map<string, FleetTemplate>();
+  const firstAt = new Map<string, ParsedDoc>();
   for (const { doc, value } of templates) {
     const name = value.metadata.name!;
-    const first = result.get(name);
+    const first = firstAt.get(name);
     if (first) {
       out.push(
-        diagnostic('DF_ERR_DUPLICATE_NAME', doc.at(['metadata', 'name']), `Template "${name}" is already declared at ${formatPosition(first.at)}`, {
+        diagnostic('DF_ERR_DUPLICATE_NAME', doc.at(['metadata', 'name']), `Template "${name}" is already declared at ${formatPosition(first.at(['metadata', 'name']))}`, {
           field: 'metadata.name',
         }),
       );
       continue;
     }
     checkTemplateShape(doc, value, out);
-    result.set(name, { name, spec: value.spec, at: doc.at([]) });
+    firstAt.set(name, doc);
+    result.set(name, { name, spec: value.spec, file: doc.file });
   }
   return result;
 }
 
 /** Checks the schema cannot express: 'rest' only last, partition numbers that exist, image2disk needs an image. */
 function checkTemplateShape(doc: ParsedDoc, value: Template, out: Diagnostic[]): void {
+  // Partition numbers refer to the layout written by the last partition action before them.
   let partitionCount: number | undefined;
   value.spec.actions.forEach((action, i) => {
+    const [name, params] = Object.entries(action)[0] as [string, { partition?: number; disk?: string }];
     if (action.partition) {
       const parts = action.partition.partitions;
       partitionCount = parts.length;
@@ -176,11 +200,22 @@ function checkTemplateShape(doc: ParsedDoc, value: Template, out: Diagnostic[]):
           );
         }
       });
+      if (action.partition.table === 'mbr' && parts.length > 4) {
+        const path = ['spec', 'actions', i, 'partition', 'partitions', 4];
+        out.push(
+          diagnostic('DF_ERR_PARTITION_LAYOUT', doc.at(path), `an MBR table holds at most 4 primary partitions; this layout has ${parts.length}`, {
+            field: fieldPath(path),
+            hint: 'use table: gpt, or at most 4 partitions',
+          }),
+        );
+      }
     }
-    const [name, params] = Object.entries(action)[0] as [string, { partition?: number }];
     if (name === 'image2disk' && !value.spec.image) {
-      const path = ['spec', 'actions', i, 'image2disk'];
-      out.push(diagnostic('DF_ERR_NO_IMAGE', doc.at(path), `image2disk in template "${value.metadata.name}" has no spec.image to write`, { field: fieldPath(path) }));
+      out.push(
+        diagnostic('DF_ERR_NO_IMAGE', doc.keyAt(['spec', 'actions', i], 'image2disk'), `image2disk in template "${value.metadata.name}" has no spec.image to write`, {
+          field: `spec.actions[${i}].image2disk`,
+        }),
+      );
     }
     if (name !== 'partition' && params.partition !== undefined && partitionCount !== undefined && params.partition > partitionCount) {
       const path = ['spec', 'actions', i, name, 'partition'];
@@ -190,31 +225,58 @@ function checkTemplateShape(doc: ParsedDoc, value: Template, out: Diagnostic[]):
         }),
       );
     }
+    // A whole-disk image brings its own partition table, which the template cannot know.
+    if (name === 'image2disk' && params.disk !== undefined) partitionCount = undefined;
   });
+  // Variables are substituted in actions only; anywhere else a `${` would reach Mage verbatim.
+  const { actions: _a, ...rest } = value.spec;
+  for (const [text, rel] of stringsIn(rest, ['spec'])) {
+    if (findVariables(text).length > 0) {
+      out.push(
+        diagnostic('DF_ERR_UNKNOWN_VARIABLE', doc.at(rel), `${fieldPath(rel)}: variables are substituted only inside spec.actions`, {
+          field: fieldPath(rel),
+          hint: 'write the value literally, or move it into an action',
+        }),
+      );
+    }
+  }
 }
 
 function resolveAssignments(
   assignments: Typed<Assignment>[],
   machines: FleetMachine[],
   templates: Map<string, FleetTemplate>,
+  known: (kind: 'Machine' | 'Template', name: string) => boolean,
   out: Diagnostic[],
 ): Map<string, FleetAssignment> {
   const result = new Map<string, FleetAssignment>();
   const machinesByName = new Map(machines.map((m) => [m.name, m]));
-  const claimedBy = new Map<string, { assignment: string; at: Position }>();
+  const claimedBy = new Map<string, { assignment: string; at: () => Position }>();
+  const firstAt = new Map<string, ParsedDoc>();
+  // Selectors are label equalities: index machines by each key=value once instead of scanning per assignment.
+  const byLabel = new Map<string, FleetMachine[]>();
+  for (const m of machines) {
+    for (const [k, v] of Object.entries(m.labels)) {
+      const key = `${k}=${v}`;
+      const list = byLabel.get(key);
+      if (list) list.push(m);
+      else byLabel.set(key, [m]);
+    }
+  }
   for (const { doc, value } of assignments) {
     const name = value.metadata.name!;
-    const first = result.get(name);
+    const first = firstAt.get(name);
     if (first) {
       out.push(
-        diagnostic('DF_ERR_DUPLICATE_NAME', doc.at(['metadata', 'name']), `Assignment "${name}" is already declared at ${formatPosition(first.at)}`, {
+        diagnostic('DF_ERR_DUPLICATE_NAME', doc.at(['metadata', 'name']), `Assignment "${name}" is already declared at ${formatPosition(first.at(['metadata', 'name']))}`, {
           field: 'metadata.name',
         }),
       );
       continue;
     }
     const spec = value.spec;
-    if (!templates.has(spec.template)) {
+    // A template that exists but failed validation has its own error; do not add a second one here.
+    if (!templates.has(spec.template) && !known('Template', spec.template)) {
       const suggestion = [...templates.keys()].find((t) => t.startsWith(spec.template.slice(0, 3)));
       out.push(
         diagnostic('DF_ERR_MISSING_TEMPLATE', doc.at(['spec', 'template']), `template "${spec.template}" does not exist`, {
@@ -224,41 +286,52 @@ function resolveAssignments(
       );
     }
     // Which machines does it match, and where in the file is each match written?
-    const matched: { machine: FleetMachine; at: Position }[] = [];
+    const matched: { machine: FleetMachine; at: () => Position }[] = [];
     if (spec.machines) {
       spec.machines.forEach((machineName, i) => {
         const m = machinesByName.get(machineName);
-        const at = doc.at(['spec', 'machines', i]);
-        if (!m) out.push(diagnostic('DF_ERR_MISSING_MACHINE', at, `machine "${machineName}" does not exist`, { field: `spec.machines[${i}]` }));
-        else matched.push({ machine: m, at });
+        const at = () => doc.at(['spec', 'machines', i]);
+        if (m) matched.push({ machine: m, at });
+        else if (!known('Machine', machineName)) {
+          out.push(diagnostic('DF_ERR_MISSING_MACHINE', at(), `machine "${machineName}" does not exist`, { field: `spec.machines[${i}]` }));
+        }
       });
     } else if (spec.selector) {
-      const selector = spec.selector;
-      const at = doc.at(['spec', 'selector']);
-      for (const m of machines) {
-        if (Object.entries(selector).every(([k, v]) => m.labels[k] === v)) matched.push({ machine: m, at });
+      const entries = Object.entries(spec.selector);
+      const at = () => doc.at(['spec', 'selector']);
+      const [k0, v0] = entries[0]!;
+      for (const m of byLabel.get(`${k0}=${v0}`) ?? []) {
+        if (entries.every(([k, v]) => m.labels[k] === v)) matched.push({ machine: m, at });
       }
-      if (matched.length === 0) {
-        out.push(diagnostic('DF_WARN_EMPTY_SELECTOR', at, `selector ${JSON.stringify(selector)} matches no machine`, { field: 'spec.selector' }));
+      if (matched.length === 0 && !known('Machine', '')) {
+        out.push(diagnostic('DF_WARN_EMPTY_SELECTOR', at(), `selector ${JSON.stringify(spec.selector)} matches no machine`, { field: 'spec.selector' }));
       }
     }
     const names: string[] = [];
+    // One error per pair of overlapping assignments, naming the machines they share.
+    const overlaps = new Map<string, { machines: string[]; at: () => Position; other: () => Position }>();
     for (const { machine, at } of matched) {
       const claim = claimedBy.get(machine.name);
       if (claim) {
-        out.push(
-          diagnostic(
-            'DF_ERR_DOUBLE_ASSIGNMENT',
-            at,
-            `machine "${machine.name}" is also matched by assignment "${claim.assignment}" (${formatPosition(claim.at)})`,
-            { field: spec.machines ? 'spec.machines' : 'spec.selector' },
-          ),
-        );
+        const o = overlaps.get(claim.assignment) ?? { machines: [], at, other: claim.at };
+        o.machines.push(machine.name);
+        overlaps.set(claim.assignment, o);
         continue;
       }
       claimedBy.set(machine.name, { assignment: name, at });
       machine.assignment = name;
       names.push(machine.name);
+    }
+    for (const [other, o] of overlaps) {
+      const list = o.machines.slice(0, 5).join(', ') + (o.machines.length > 5 ? ` and ${o.machines.length - 5} more` : '');
+      out.push(
+        diagnostic(
+          'DF_ERR_DOUBLE_ASSIGNMENT',
+          o.at(),
+          `machine${o.machines.length > 1 ? 's' : ''} ${list} ${o.machines.length > 1 ? 'are' : 'is'} also matched by assignment "${other}" (${formatPosition(o.other())})`,
+          { field: spec.machines ? 'spec.machines' : 'spec.selector' },
+        ),
+      );
     }
     result.set(name, {
       name,
@@ -267,8 +340,9 @@ function resolveAssignments(
       ...(spec.rollout?.maxParallel !== undefined ? { maxParallel: spec.rollout.maxParallel } : {}),
       ...(spec.rollout?.maxFailures !== undefined ? { maxFailures: spec.rollout.maxFailures } : {}),
       machines: names,
-      at: doc.at([]),
+      file: doc.file,
     });
+    firstAt.set(name, doc);
   }
   return result;
 }
@@ -285,11 +359,14 @@ function checkTemplateVariables(
     const users = [...assignments.values()].filter((a) => a.template === value.metadata.name);
     for (const [text, rel] of stringsIn(value.spec.actions, ['spec', 'actions'])) {
       for (const ref of findVariables(text)) {
-        const src = doc.sourceOf(rel);
-        const idx = src ? src.text.indexOf('${' + ref.expr) : -1;
-        const at = src && idx >= 0 ? doc.positionOfOffset(src.offset + idx) : doc.at(rel);
+        // The position of the `${` itself (inside a quoted or block scalar too), computed only for errors.
+        const at = () => {
+          const src = doc.sourceOf(rel);
+          const idx = src ? src.text.indexOf('${' + ref.expr) : -1;
+          return src && idx >= 0 ? doc.positionOfOffset(src.offset + idx) : doc.at(rel);
+        };
         if (!isKnownVariable(ref.expr)) {
-          out.push(diagnostic('DF_ERR_UNKNOWN_VARIABLE', at, `unknown variable \${${ref.expr}}`, { field: fieldPath(rel) }));
+          out.push(diagnostic('DF_ERR_UNKNOWN_VARIABLE', at(), `unknown variable \${${ref.expr}}`, { field: fieldPath(rel) }));
           continue;
         }
         const label = labelOf(ref.expr);
@@ -300,7 +377,7 @@ function checkTemplateVariables(
             out.push(
               diagnostic(
                 'DF_ERR_MISSING_LABEL',
-                at,
+                at(),
                 `\${${ref.expr}}: machine${lacking.length > 1 ? 's' : ''} ${lacking.slice(0, 5).join(', ')}${lacking.length > 5 ? ', …' : ''} (assignment "${a.name}") ha${lacking.length > 1 ? 've' : 's'} no label "${label}"`,
                 { field: fieldPath(rel) },
               ),

@@ -38,13 +38,14 @@ export function sha256(text: string): string {
 }
 
 /**
- * What a plan relied on for one machine: its record (without the seen-times that the boot server bumps on
- * every PXE request) and the state of its current workflow. 'absent' when the store has no record.
+ * What a plan relied on for one machine: the revision of its record and the state of its current
+ * workflow; 'absent' when the store has no record. Writers keep volatile data (seen-times, progress)
+ * out of the machine record, so a PXE request or a progress report does not make saved plans stale.
  */
 export function fingerprint(observed: Observed, mac: string): string {
-  const rec = observed.machines.get(mac)?.value;
+  const rec = observed.machines.get(mac);
   if (!rec) return 'absent';
-  const { lastSeen: _l, firstSeen: _f, ...stable } = rec;
-  const wf = rec.workflow ? observed.workflows.get(rec.workflow)?.value : undefined;
-  return sha256(stableJson({ rec: stable, wf: wf ? { id: wf.id, state: wf.state, generation: wf.generation } : null })).slice(0, 16);
+  const wfId = rec.value.workflow;
+  const wf = wfId ? observed.workflows.get(wfId)?.value : undefined;
+  return wf ? `${rec.modRevision}:${wf.id}:${wf.state}` : String(rec.modRevision);
 }

@@ -1,10 +1,11 @@
 // planFleet: the pure heart of Dragonfly. Desired state (git) + observed state (store) → a Plan: data,
 // with no I/O, that apply.ts executes and render.ts prints.
+import { isDeepStrictEqual } from 'node:util';
 import type { Change, HardwareReport, MachineRecord, Note, Plan, Workflow, WorkflowIntent } from '../schemas/types.js';
 import { chooseInstallDisk, devicePath } from '../schemas/install-disk.js';
 import { parseDuration, parseSize } from '../schemas/formats.js';
 import type { Fleet, FleetAssignment, FleetMachine, FleetTemplate } from './fleet.js';
-import { fingerprint, sha256, stableJson, type Observed } from './observed.js';
+import { fingerprint, sha256, type Observed } from './observed.js';
 import { substituteDeep } from './variables.js';
 
 export const PLAN_FORMAT_VERSION = '1.0';
@@ -37,7 +38,7 @@ function desiredRecord(m: FleetMachine, a: FleetAssignment | undefined) {
 function diffRecord(rec: MachineRecord, want: ReturnType<typeof desiredRecord>): NonNullable<Change['diff']> {
   const diff: NonNullable<Change['diff']> = [];
   const cmp = (path: string, before: unknown, after: unknown) => {
-    if (stableJson(before ?? null) !== stableJson(after ?? null)) diff.push({ path, before: before ?? null, after: after ?? null });
+    if (!isDeepStrictEqual(before ?? null, after ?? null)) diff.push({ path, before: before ?? null, after: after ?? null });
   };
   cmp('name', rec.name, want.name);
   cmp('labels', rec.labels ?? {}, want.labels);
@@ -255,7 +256,8 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
 /** The hash that identifies a plan's content (not when it was made). */
 export function planHash(plan: Omit<Plan, 'createdAt' | 'hash'> & Partial<Pick<Plan, 'createdAt' | 'hash'>>): string {
   const { createdAt: _c, hash: _h, ...body } = plan;
-  return 'sha256:' + sha256(stableJson(body));
+  // planFleet builds plans with a fixed key order, and JSON files keep it, so plain JSON hashes stably.
+  return 'sha256:' + sha256(JSON.stringify(body));
 }
 
 export function hasChanges(plan: Plan): boolean {

@@ -64,9 +64,25 @@ export function schemaDiagnostics(doc: ParsedDoc, errors: SchemaError[]): Diagno
   const underOneOf = (e: SchemaError) =>
     oneOfs.some((o) => o !== e && e.instancePath === o.instancePath && e.schemaPath.startsWith(o.schemaPath + '/'));
   const seen = new Set<string>();
+  // A misspelt key shows up twice: as unknown, and as the required key it was meant to be. Say it once.
+  const unknownKeys = new Map<string, string[]>();
+  for (const e of errors) {
+    if (e.keyword !== 'additionalProperties') continue;
+    const list = unknownKeys.get(e.instancePath) ?? [];
+    list.push(String(e.params.additionalProperty));
+    unknownKeys.set(e.instancePath, list);
+  }
+  const explainedByUnknown = (e: SchemaError) => {
+    if (e.keyword !== 'required') return false;
+    const missing = String(e.params.missingProperty);
+    return (unknownKeys.get(e.instancePath) ?? []).some(
+      (u) => closest(u, [missing]) !== undefined || (missing === 'credentialsRef' && CREDENTIAL_FIELDS.has(u.toLowerCase())),
+    );
+  };
 
   for (const e of errors) {
-    if (underOneOf(e) || e.keyword === 'propertyNames') continue;
+    // 'if' only says which branch failed; the 'required' error under it names the field.
+    if (underOneOf(e) || e.keyword === 'propertyNames' || e.keyword === 'if' || explainedByUnknown(e)) continue;
     const path = pointerToPath(e.instancePath);
     const field = fieldPath(path);
     const value = valueAt(doc.value, path);
@@ -112,6 +128,13 @@ export function schemaDiagnostics(doc: ParsedDoc, errors: SchemaError[]): Diagno
           break;
         }
         case 'type':
+          if (path.at(-1) === 'mode' && typeof value === 'number') {
+            d = diagnostic('DF_ERR_FILE_MODE', doc.at(path), `${field} is the number ${value}, not a file mode`, {
+              field,
+              hint: `quote the mode: mode: "0${String(value).padStart(3, '0')}" (unquoted, YAML reads 0644 as the decimal number 644)`,
+            });
+            break;
+          }
           d = diagnostic('DF_ERR_TYPE', doc.at(path), `${field} must be ${e.params.type}, not ${describe(value)}`, { field });
           break;
         case 'enum':
@@ -138,7 +161,7 @@ export function schemaDiagnostics(doc: ParsedDoc, errors: SchemaError[]): Diagno
             const keys = Object.keys((value as object) ?? {});
             d = diagnostic(
               'DF_ERR_ACTION_SHAPE',
-              doc.at(path),
+              keys.length > 1 ? doc.keyAt(path, keys[1]!) : doc.at(path),
               keys.length === 0 ? `${field} names no action` : `${field} has ${keys.length} keys (${keys.join(', ')})`,
               { field },
             );
@@ -161,7 +184,7 @@ export function schemaDiagnostics(doc: ParsedDoc, errors: SchemaError[]): Diagno
             present.length > 1
               ? `${field} sets ${present.join(' and ')}; exactly one of ${branches.join(', ')} is allowed`
               : `${field} needs exactly one of ${branches.join(', ')}`;
-          d = diagnostic('DF_ERR_EXACTLY_ONE', doc.at(path), msg, { field, hint: `keep exactly one of: ${branches.join(', ')}` });
+          d = diagnostic('DF_ERR_EXACTLY_ONE', present.length > 1 ? doc.keyAt(path, present[1]!) : doc.at(path), msg, { field, hint: `keep exactly one of: ${branches.join(', ')}` });
           break;
         }
         default:

@@ -6,7 +6,8 @@ import { SCHEMAS } from './validate.js';
 type Json = Record<string, unknown>;
 const GROUP = 'dragonfly.computer';
 const byId = new Map(Object.values(SCHEMAS).map((s) => [(s as { $id: string }).$id, s as Json]));
-const DROP = new Set(['$schema', '$id', '$defs', 'title', 'propertyNames']);
+// Conditionals (allOf of if/then) have no structural equivalent; the server-side validation keeps them.
+const DROP = new Set(['$schema', '$id', '$defs', 'title', 'propertyNames', 'allOf', 'if', 'then']);
 const K8S_FORMATS = new Set(['date-time', 'uri', 'int32', 'int64']);
 
 function resolveRef(ref: string, base: Json): { schema: Json; base: Json } {

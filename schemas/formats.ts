@@ -37,6 +37,11 @@ export const FORMATS: Record<string, { validate: (text: string) => boolean; code
   sha256: { validate: (t) => /^[0-9a-fA-F]{64}$/.test(t), code: 'DF_ERR_SHA256', what: 'a sha256 digest' },
   'http-url': { validate: isHttpUrl, code: 'DF_ERR_URL', what: 'an http(s) URL' },
   'dns-label': { validate: (t) => DNS_LABEL.test(t), code: 'DF_ERR_NAME', what: 'a DNS label' },
+  'resource-name': {
+    validate: (t) => t.length <= 253 && t.split('.').every((label) => DNS_LABEL.test(label)),
+    code: 'DF_ERR_NAME',
+    what: 'a name of DNS labels joined by "."',
+  },
   'machine-name': {
     validate: (t) => DNS_LABEL.test(t) || MEMORABLE.test(t),
     code: 'DF_ERR_NAME',
@@ -49,7 +54,7 @@ export const FORMATS: Record<string, { validate: (text: string) => boolean; code
     what: 'a device path under /dev',
   },
   'label-key': { validate: isLabelKey, code: 'DF_ERR_LABEL', what: 'a label key' },
-  'file-mode': { validate: (t) => /^0?[0-7]{3}$/.test(t), code: 'DF_ERR_FILE_MODE', what: 'an octal file mode' },
+  'file-mode': { validate: (t) => /^0?[0-7]{3,4}$/.test(t), code: 'DF_ERR_FILE_MODE', what: 'an octal file mode' },
 };
 
 const UNIT: Record<string, number> = {

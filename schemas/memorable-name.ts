@@ -11,12 +11,12 @@ function capitalise(word: string): string {
 export function memorableName(mac: string): string | undefined {
   const norm = normalizeMac(mac);
   if (norm === undefined) return undefined;
-  const value = BigInt('0x' + norm.replaceAll(':', ''));
-  const low44 = value & ((1n << 44n) - 1n);
+  // The low 44 bits are the last 11 hex digits; 44 bits fit exactly in a double's 53-bit mantissa.
+  let low44 = parseInt(norm.replaceAll(':', '').slice(1), 16);
   const words: string[] = [];
-  for (let shift = 33n; shift >= 0n; shift -= 11n) {
-    const index = Number((low44 >> shift) & 0x7ffn);
-    words.push(capitalise(wordlist[index]!));
+  for (let i = 0; i < 4; i++) {
+    words.unshift(capitalise(wordlist[low44 % 2048]!));
+    low44 = Math.floor(low44 / 2048);
   }
   return words.join('');
 }

@@ -23,7 +23,8 @@ const REVISION = 'revision';
 const FILE = 'state.lmdb';
 
 export function stateDirFrom(explicit: string | undefined, env = process.env): string {
-  return explicit ?? env.DRAGONFLY_STATE ?? './.dragonfly';
+  // An empty value counts as unset: never open a store in the current directory by accident.
+  return explicit || env.DRAGONFLY_STATE || './.dragonfly';
 }
 
 export class LmdbStore implements Store {
