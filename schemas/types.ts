@@ -96,7 +96,7 @@ export type AssignmentSpec = {
      */
     maxParallel?: number;
     /**
-     * Stop the rollout after this many failed workflows at the current generation.
+     * How many failed workflows at the current generation the rollout tolerates: one more stops it (0: stop at the first failure).
      */
     maxFailures?: number;
   };
