@@ -10,6 +10,7 @@ import { PLAN_FORMAT_VERSION, planFleet } from '../reconciler/plan.js';
 import { renderPlanText, summaryLine, NO_CHANGES } from '../reconciler/render.js';
 import { loadFleetOrThrow, openStore, requireFleetArg } from './fleet.js';
 import type { Io } from './output.js';
+import { log } from './log.js';
 
 export const applyHelp = `Usage: dragonfly apply [PLAN_FILE] --fleet DIR [--state DIR] [--auto-approve]
 
@@ -87,6 +88,7 @@ export async function applyCommand(
       return 0;
     }
     const result = await applyPlan(store, plan, fleet, { user: currentUser(), source: 'cli' });
+    log.info({ revision: result.revision, planHash: plan.hash, fleetRevision: plan.fleetRevision, workflows: result.workflows.length }, 'plan applied');
     io.out(`\nApply complete! ${summaryLine(plan).replace(/^Plan: /, 'Resources: ')} Store revision ${result.revision}.\n`);
     if (result.workflows.length > 0) io.out(`Workflows created: ${result.workflows.join(', ')}\n`);
     return 0;

@@ -9,6 +9,8 @@ import type { Fleet } from '../reconciler/fleet.js';
 import type { Observed } from '../reconciler/observed.js';
 import { readObserved } from '../reconciler/observed.js';
 import type { Io } from './output.js';
+import { log } from './log.js';
+import { progressBar } from './progress.js';
 
 export class InvalidFleetError extends DragonflyError {
   constructor(readonly diagnostics: Diagnostic[]) {
@@ -24,7 +26,12 @@ export function requireFleetArg(fleet: string | undefined): string {
 
 /** Load and validate; print diagnostics (warnings too) unless json; throw when the fleet is invalid. */
 export function loadFleetOrThrow(dir: string, io: Io, json: boolean): Fleet {
-  const result = loadFleet(readFleetDir(dir));
+  const started = performance.now();
+  const files = readFleetDir(dir);
+  const bar = progressBar('Loading fleet files');
+  const result = loadFleet(files, { onProgress: (done, total) => bar.update(done, total) });
+  bar.stop();
+  log.info({ dir, files: files.length, ms: Math.round(performance.now() - started), diagnostics: result.diagnostics.length }, 'fleet loaded');
   if (!json) for (const d of result.diagnostics) io.err(formatDiagnostic(d) + '\n');
   if (!result.fleet) throw new InvalidFleetError(result.diagnostics);
   return result.fleet;

@@ -34,7 +34,14 @@ interface Typed<T> {
   value: T;
 }
 
-export function loadFleet(files: readonly SourceFile[], revision = contentRevision(files)): LoadResult {
+export interface LoadOptions {
+  revision?: string;
+  /** Called as files are parsed (for progress bars at the edge; loading itself stays pure). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export function loadFleet(files: readonly SourceFile[], options: LoadOptions = {}): LoadResult {
+  const revision = options.revision ?? contentRevision(files);
   const diagnostics: Diagnostic[] = [];
   const machines: Typed<Machine>[] = [];
   const templates: Typed<Template>[] = [];
@@ -45,7 +52,9 @@ export function loadFleet(files: readonly SourceFile[], revision = contentRevisi
   let incomplete = false;
 
   // 1. Parse and check each document on its own.
-  for (const file of [...files].sort((a, b) => (a.path < b.path ? -1 : 1))) {
+  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : 1));
+  for (const [i, file] of sorted.entries()) {
+    if (options.onProgress && i % 256 === 0) options.onProgress(i, sorted.length);
     const parsed = parseFile(file);
     diagnostics.push(...parsed.diagnostics);
     if (parsed.diagnostics.length > 0) incomplete = true;
@@ -89,6 +98,8 @@ export function loadFleet(files: readonly SourceFile[], revision = contentRevisi
   if (files.length === 0 || (machines.length + templates.length + assignments.length === 0 && diagnostics.length === 0)) {
     diagnostics.push(diagnostic('DF_ERR_EMPTY_FLEET', { file: '.', line: 1, col: 1 }, 'no Machine, Template or Assignment found'));
   }
+
+  options.onProgress?.(sorted.length, sorted.length);
 
   // 2. Resolve across documents.
   const fleetMachines = resolveMachines(machines, diagnostics);
