@@ -58,6 +58,9 @@ export class LmdbStore implements Store {
   }
 
   async read<T>(fn: (snap: Snapshot) => T): Promise<T> {
+    // lmdb-js reuses one read transaction until its next timer tick; a commit that another process has
+    // finished since then would be invisible. Start from a fresh snapshot, as etcd would.
+    this.root.resetReadTxn();
     const transaction = this.root.useReadTransaction();
     try {
       const records = this.records;
@@ -143,6 +146,8 @@ export class LmdbStore implements Store {
   }
 
   private notify(): void {
+    if (this.closed) return;
+    this.root.resetReadTxn(); // see read(): look at the latest commit, whichever process made it
     for (const w of this.watchers) this.deliver(w);
   }
 
