@@ -4,7 +4,7 @@ import { DragonflyError } from '../schemas/errors.js';
 import { memorableName, memorableNameWithSuffix } from '../schemas/memorable-name.js';
 import type { MachineRecord, Plan, Workflow } from '../schemas/types.js';
 import type { Store, Txn } from '../store/store.js';
-import { APPLIED, AUDIT, EVENTS, logKey, machineKey, workflowKey } from '../store/keys.js';
+import { APPLIED, AUDIT, EVENTS, logKeys, machineKey, workflowKey } from '../store/keys.js';
 import type { Fleet } from './fleet.js';
 import { fingerprint, observedFrom, type Observed } from './observed.js';
 import { phaseOf } from './phase.js';
@@ -162,8 +162,8 @@ export function planTransaction(plan: Plan, observed: Observed, ctx: ApplyContex
     workflows: workflows.map((w) => w.id),
   };
   const applied: AppliedRevision = { revision: plan.fleetRevision, planHash: plan.hash, at: now, user: ctx.user };
-  const auditKey = logKey(AUDIT, at);
-  const eventKeys = events.map((_, i) => logKey(EVENTS, at, i));
+  const [auditKey] = logKeys(AUDIT, at, 1) as [string];
+  const eventKeys = logKeys(EVENTS, at, events.length);
 
   const txn: Txn = {
     // Everything this apply read about a machine must still hold when it commits.

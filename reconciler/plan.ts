@@ -148,9 +148,13 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
       }
     }
 
-    // 3. Power: only when a driver has observed the current state.
+    // 3. Power: only when a driver has observed the current state, and not twice for one request.
     if (m.spec.power && rec?.observedPower && rec.observedPower !== 'unknown' && rec.observedPower !== m.spec.power) {
-      changes.push({ action: 'power', machine: ref, reason: `power is ${rec.observedPower}; git asks ${m.spec.power}`, power: { from: rec.observedPower, to: m.spec.power } });
+      if (rec.powerIntent?.to === m.spec.power) {
+        notes.push({ kind: 'in-progress', machine: ref, message: `power ${m.spec.power} requested at ${rec.powerIntent.at}; the driver still reports ${rec.observedPower}` });
+      } else {
+        changes.push({ action: 'power', machine: ref, reason: `power is ${rec.observedPower}; git asks ${m.spec.power}`, power: { from: rec.observedPower, to: m.spec.power } });
+      }
     }
 
     // 4. Provisioning.
@@ -176,8 +180,21 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
       notes.push({ kind: 'failed', machine: ref, message: `workflow ${wf.id} ${wf.state}${wf.error ? `: ${wf.error}` : ''}; bump the assignment's generation to retry` });
       continue;
     }
+    if (m.spec.netboot === false) {
+      notes.push({ kind: 'blocked', machine: ref, message: `${wanted} needs a network boot, but the machine has netboot: false` });
+      continue;
+    }
     if (!hw) {
       notes.push({ kind: 'waiting-discovery', machine: ref, message: `${wanted} waits for discovery: PXE boot the machine so Mage can report its disks` });
+      continue;
+    }
+    // Fail closed: a disk that Mage did not report has unknown contents; never write to it blindly.
+    if (m.spec.disk && !hw.disks.some((d) => devicePath(d) === m.spec.disk)) {
+      notes.push({
+        kind: 'blocked',
+        machine: ref,
+        message: `${wanted} not started: spec.disk ${m.spec.disk} was not reported by Mage, and Dragonfly never writes to a disk it has not seen`,
+      });
       continue;
     }
     const minBytes = t.spec.image?.size ? parseSize(t.spec.image.size) : 0;
@@ -190,10 +207,6 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
     const reimage = installed !== undefined || wipes.length > 0;
     if (reimage && m.spec.protected) {
       notes.push({ kind: 'blocked', machine: ref, message: `${wanted} needs a reimage, but the machine is protected: true` });
-      continue;
-    }
-    if (m.spec.netboot === false) {
-      notes.push({ kind: 'blocked', machine: ref, message: `${wanted} needs a network boot, but the machine has netboot: false` });
       continue;
     }
     const counter = rollout.get(a.name)!;

@@ -120,43 +120,46 @@ export function renderPlanMarkdown(plan: Plan, opts: { title?: string; limit?: n
   for (const c of plan.changes) counts.set(c.action, (counts.get(c.action) ?? 0) + 1);
   const table = ['| action | machines |', '|---|---:|', ...[...counts].map(([a, n]) => `| \`${SYMBOL[a as Change['action']]} ${a}\` | ${n} |`)];
 
-  const body = (changes: Change[], notes: Note[]): string[] => {
+  const changeBlock = (c: Change): string => {
+    const [first, ...rest] = changeLines(c);
+    // diff highlighting: + green, - red; ~ and ! have no colour of their own.
+    return [`${SYMBOL[c.action]} ${c.action} ${first}`, ...rest.map((r) => `  ${r}`)].join('\n');
+  };
+  const noteLine = (n: Note): string =>
+    `- **${NOTE_LABEL[n.kind]}**: ${n.machine ? `\`${n.machine.name}\`: ` : ''}${n.message.replaceAll('|', '\\|')}`;
+  const body = (changes: string[], notes: string[]): string[] => {
     const lines: string[] = [];
-    if (changes.length > 0) {
-      lines.push(`<details><summary>Changes (${changes.length})</summary>`, '', '```diff');
-      for (const c of changes) {
-        const [first, ...rest] = changeLines(c);
-        // diff highlighting: + green, - red, ! orange; ~ has no colour of its own.
-        lines.push(`${SYMBOL[c.action]} ${c.action} ${first}`, ...rest.map((r) => `  ${r}`));
-      }
-      lines.push('```', '', '</details>', '');
-    }
-    if (notes.length > 0) {
-      lines.push(`<details><summary>Not changed by this plan (${notes.length})</summary>`, '');
-      for (const n of notes) lines.push(`- **${NOTE_LABEL[n.kind]}**: ${n.machine ? `\`${n.machine.name}\`: ` : ''}${n.message.replaceAll('|', '\\|')}`);
-      lines.push('', '</details>', '');
-    }
+    if (changes.length > 0) lines.push(`<details><summary>Changes (${changes.length})</summary>`, '', '```diff', ...changes, '```', '', '</details>', '');
+    if (notes.length > 0) lines.push(`<details><summary>Not changed by this plan (${notes.length})</summary>`, '', ...notes, '', '</details>', '');
     return lines;
   };
 
-  const full = [...head, ...(counts.size > 0 ? [...table, ''] : []), ...body(plan.changes, plan.notes)].join('\n');
+  const top = [...head, ...(counts.size > 0 ? [...table, ''] : [])];
+  const changes = plan.changes.map(changeBlock);
+  const notes = plan.notes.map(noteLine);
+  const full = [...top, ...body(changes, notes)].join('\n');
   if (full.length <= limit) return full;
 
-  // Too long for a comment: keep the summary and as many changes as fit, then say what was left out.
-  let keep = plan.changes.length;
-  let text = full;
-  while (keep > 0) {
-    keep = Math.floor(keep / 2);
-    const omitted = plan.changes.length - keep;
-    text = [
-      ...head,
-      ...table,
-      '',
-      ...body(plan.changes.slice(0, keep), []),
-      `_${omitted} more change(s) and ${plan.notes.length} note(s) are not shown: the plan is too long for a comment. Run \`dragonfly plan\` for all of it._`,
-      '',
-    ].join('\n');
-    if (text.length <= limit) break;
-  }
-  return text;
+  // Too long for a comment: keep the summary, then as many changes and notes as fit, and say how many
+  // were left out. Changes come first: they are what the reviewer approves.
+  let budget = limit - top.join('\n').length - 600;
+  const take = (items: string[]) => {
+    const kept: string[] = [];
+    for (const item of items) {
+      if (item.length + 1 > budget) break;
+      kept.push(item);
+      budget -= item.length + 1;
+    }
+    return kept;
+  };
+  const keptChanges = take(changes);
+  const keptNotes = keptChanges.length === changes.length ? take(notes) : [];
+  const omittedChanges = changes.length - keptChanges.length;
+  const omittedNotes = notes.length - keptNotes.length;
+  return [
+    ...top,
+    ...body(keptChanges, keptNotes),
+    `_Not shown, to fit in a comment: ${omittedChanges} change(s) and ${omittedNotes} note(s). Run \`dragonfly plan\` for the whole plan._`,
+    '',
+  ].join('\n');
 }

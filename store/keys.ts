@@ -11,9 +11,11 @@ export const machineKey = (mac: string) => MACHINES + mac;
 export const workflowKey = (id: string) => WORKFLOWS + id;
 
 /**
- * Keys of append-only logs sort by time; the random tail keeps two writers that commit in the same
- * millisecond from ever sharing a key (writers guard these keys with "must not exist").
+ * Keys of append-only logs: `count` keys for entries written together. They sort by time, then by their
+ * order in the batch; one random nonce per batch keeps two writers that commit in the same millisecond
+ * from ever sharing a key (writers also guard these keys with "must not exist").
  */
-export function logKey(prefix: typeof AUDIT | typeof EVENTS, at: Date, i = 0): string {
-  return `${prefix}${String(at.getTime()).padStart(15, '0')}-${randomBytes(4).toString('hex')}-${String(i).padStart(5, '0')}`;
+export function logKeys(prefix: typeof AUDIT | typeof EVENTS, at: Date, count: number): string[] {
+  const head = `${prefix}${String(at.getTime()).padStart(15, '0')}-${randomBytes(4).toString('hex')}`;
+  return Array.from({ length: count }, (_, i) => `${head}-${String(i).padStart(6, '0')}`);
 }

@@ -1,0 +1,297 @@
+// In-memory builders for reconciler tests: a Fleet from compact sketches (written out as real fleet YAML
+// and loaded by loadFleet, so tests exercise the same path as `dragonfly plan`), and an Observed state
+// from plain objects with explicit store revisions. No I/O; nothing here imports a test runner.
+import { stringify } from 'yaml';
+import { memorableName } from '../schemas/memorable-name.js';
+import type { Action, Bmc, Disk, HardwareReport, Image, MachineRecord, Workflow } from '../schemas/types.js';
+import type { Fleet, FleetMachine } from './fleet.js';
+import { loadFleet } from './load.js';
+import type { Observed } from './observed.js';
+import type { SourceFile } from './parse.js';
+import { phaseOf } from './phase.js';
+
+// ---------------------------------------------------------------------------------------------------
+// Desired state
+
+export interface MachineSketch {
+  /** metadata.name; omitted: the memorable name. */
+  name?: string;
+  mac: string;
+  labels?: Record<string, string>;
+  macs?: string[];
+  disk?: string;
+  bmc?: Bmc;
+  power?: 'on' | 'off';
+  protected?: boolean;
+  netboot?: boolean;
+}
+
+export interface TemplateSketch {
+  name: string;
+  /** null: a template without an image (actions must not use image2disk). */
+  image?: Image | null;
+  timeout?: string;
+  actions?: Action[];
+}
+
+export interface AssignmentSketch {
+  name: string;
+  template: string;
+  /** Exactly one of machines and selector; neither: selector {role: <assignment name>}. */
+  machines?: string[];
+  selector?: Record<string, string>;
+  generation?: number;
+  maxParallel?: number;
+  maxFailures?: number;
+}
+
+export interface FleetSketch {
+  machines?: MachineSketch[];
+  /** Default: [ubuntuTemplate()]. */
+  templates?: TemplateSketch[];
+  assignments?: AssignmentSketch[];
+  /** Default: the content hash of the generated files, as for a fleet directory. */
+  revision?: string;
+}
+
+/** The n-th test MAC: 52:54:00:ab:cd:NN (n = 1 is the machine of DESIGN.md, CensusAbleQualityParent). */
+export function macOf(n: number): string {
+  return `52:54:00:ab:cd:${n.toString(16).padStart(2, '0')}`;
+}
+
+export const UBUNTU_IMAGE: Image = {
+  url: 'http://images.lan/ubuntu-24.04.raw.zst',
+  sha256: '5f'.repeat(32),
+  compression: 'zstd',
+  size: '4GiB',
+};
+
+/** The template of DESIGN.md, plus a file that carries ${server.url} (left for the boot server to fill in). */
+export const UBUNTU_ACTIONS: Action[] = [
+  {
+    partition: {
+      disk: '${disk}',
+      table: 'gpt',
+      partitions: [
+        { name: 'efi', size: '512MiB', type: 'efi', format: 'vfat' },
+        { name: 'root', size: 'rest', type: 'linux', format: 'ext4' },
+      ],
+    },
+  },
+  { image2disk: { disk: '${disk}' } },
+  { writefile: { partition: 2, path: '/etc/hostname', content: '${machine.name}\n', mode: '0644' } },
+  { writefile: { partition: 2, path: '/etc/dragonfly.env', content: 'SERVER=${server.url}\nMAC=${machine.mac}\n' } },
+  { kexec: { partition: 2, kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: 'root=LABEL=root ro' } },
+];
+
+export function ubuntuTemplate(overrides: Partial<TemplateSketch> = {}): TemplateSketch {
+  return { name: 'ubuntu-24.04', image: UBUNTU_IMAGE, timeout: '30m', actions: UBUNTU_ACTIONS, ...overrides };
+}
+
+/** One fleet file per kind, as a fleet repository would hold them. */
+export function fleetFiles(sketch: FleetSketch): SourceFile[] {
+  const docs = (kind: string, list: object[]) => list.map((d) => stringify({ apiVersion: 'dragonfly.computer/v1', kind, ...d })).join('---\n');
+  const files: SourceFile[] = [];
+  const machines = (sketch.machines ?? []).map((m) => ({
+    metadata: { ...(m.name ? { name: m.name } : {}), ...(m.labels ? { labels: m.labels } : {}) },
+    spec: {
+      mac: m.mac,
+      ...(m.macs ? { macs: m.macs } : {}),
+      ...(m.disk ? { disk: m.disk } : {}),
+      ...(m.bmc ? { bmc: m.bmc } : {}),
+      ...(m.power ? { power: m.power } : {}),
+      ...(m.protected !== undefined ? { protected: m.protected } : {}),
+      ...(m.netboot !== undefined ? { netboot: m.netboot } : {}),
+    },
+  }));
+  const templates = (sketch.templates ?? [ubuntuTemplate()]).map((t) => ({
+    metadata: { name: t.name },
+    spec: {
+      ...(t.image === null ? {} : { image: t.image ?? UBUNTU_IMAGE }),
+      ...(t.timeout ? { timeout: t.timeout } : {}),
+      actions: t.actions ?? UBUNTU_ACTIONS,
+    },
+  }));
+  const assignments = (sketch.assignments ?? []).map((a) => {
+    const rollout = {
+      ...(a.maxParallel !== undefined ? { maxParallel: a.maxParallel } : {}),
+      ...(a.maxFailures !== undefined ? { maxFailures: a.maxFailures } : {}),
+    };
+    return {
+      metadata: { name: a.name },
+      spec: {
+        template: a.template,
+        ...(a.machines ? { machines: a.machines } : { selector: a.selector ?? { role: a.name } }),
+        ...(a.generation !== undefined ? { generation: a.generation } : {}),
+        ...(Object.keys(rollout).length > 0 ? { rollout } : {}),
+      },
+    };
+  });
+  if (machines.length > 0) files.push({ path: 'machines.yaml', text: docs('Machine', machines) });
+  if (templates.length > 0) files.push({ path: 'templates.yaml', text: docs('Template', templates) });
+  if (assignments.length > 0) files.push({ path: 'assignments.yaml', text: docs('Assignment', assignments) });
+  return files;
+}
+
+/** Load YAML files as `dragonfly plan` would; any error diagnostic throws (a builder must build a valid fleet). */
+export function fleetFromFiles(files: SourceFile[], revision?: string): Fleet {
+  const result = loadFleet(files);
+  const errors = result.diagnostics.filter((d) => d.severity === 'error');
+  if (errors.length > 0 || !result.fleet) {
+    const listing = errors.map((d) => JSON.stringify(d)).join('\n');
+    throw new Error(`test fleet does not load:\n${listing}\n--- files ---\n${files.map((f) => `# ${f.path}\n${f.text}`).join('\n')}`);
+  }
+  // The revision is only a label for the plan; set it here rather than through loadFleet's options.
+  return revision === undefined ? result.fleet : { ...result.fleet, revision };
+}
+
+/** A fleet from one YAML text (any number of documents). */
+export function fleetFromYaml(text: string, revision?: string): Fleet {
+  return fleetFromFiles([{ path: 'fleet.yaml', text }], revision);
+}
+
+export function buildFleet(sketch: FleetSketch): Fleet {
+  return fleetFromFiles(fleetFiles(sketch), sketch.revision);
+}
+
+export function fleetMachine(fleet: Fleet, name: string): FleetMachine {
+  const m = fleet.machines.find((x) => x.name === name);
+  if (!m) throw new Error(`no machine ${name} in the test fleet (${fleet.machines.map((x) => x.name).join(', ')})`);
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Hardware reports
+
+export const GB = 1e9;
+
+/** A disk as Mage reports it; a solid-state disk unless `rotational: true` is passed. */
+export function disk(name: string, sizeBytes: number, extra: Partial<Disk> = {}): Disk {
+  return { name, path: `/dev/${name}`, sizeBytes, rotational: false, removable: false, transport: name.startsWith('nvme') ? 'nvme' : 'sata', table: 'none', ...extra };
+}
+
+/** A disk that holds a GPT with an EFI and a root partition (what an earlier install leaves). */
+export function usedDisk(name: string, sizeBytes: number, extra: Partial<Disk> = {}): Disk {
+  const p = name.startsWith('nvme') ? `${name}p` : name;
+  return disk(name, sizeBytes, {
+    table: 'gpt',
+    partitions: [
+      { name: `${p}1`, sizeBytes: 512 * 2 ** 20, fstype: 'vfat', label: 'EFI' },
+      { name: `${p}2`, sizeBytes: sizeBytes - 512 * 2 ** 20, fstype: 'ext4', label: 'root' },
+    ],
+    ...extra,
+  });
+}
+
+export function hardware(disks: Disk[], macs: string[] = []): HardwareReport {
+  return {
+    cpu: { model: 'QEMU Virtual CPU', cores: 2, threads: 2 },
+    memoryBytes: 4 * 2 ** 30,
+    disks,
+    nics: macs.map((mac, i) => ({ name: `eth${i}`, mac, link: true })),
+  };
+}
+
+/**
+ * Blank disks: a 2 TB rotational sda, a 500 GB NVMe and a USB stick. The install-disk rule
+ * (schemas/install-disk.ts) picks /dev/nvme0n1: solid-state first, USB never.
+ */
+export function blankHardware(mac: string): HardwareReport {
+  return hardware(
+    [
+      disk('sda', 2000 * GB, { rotational: true }),
+      disk('nvme0n1', 500 * GB),
+      disk('sdb', 16 * GB, { transport: 'usb', removable: true }),
+    ],
+    [mac],
+  );
+}
+
+/** As blankHardware, but the NVMe holds a previous install (EFI + ext4 root). */
+export function usedHardware(mac: string): HardwareReport {
+  return hardware([disk('sda', 2000 * GB, { rotational: true }), usedDisk('nvme0n1', 500 * GB)], [mac]);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Observed state
+
+export type RecordSketch = Partial<MachineRecord> & { mac: string; phase: MachineRecord['phase']; modRevision?: number };
+
+export type WorkflowSketch = Partial<Workflow> & {
+  id: string;
+  mac: string;
+  state: Workflow['state'];
+  assignment: string;
+  template: string;
+  generation: number;
+  modRevision?: number;
+};
+
+export interface ObservedSketch {
+  /** Default: the highest modRevision given, or 0 for an empty store. */
+  revision?: number;
+  machines?: RecordSketch[];
+  workflows?: WorkflowSketch[];
+}
+
+export const SEEN_AT = '2025-01-01T00:00:00.000Z';
+
+export function machineRecord(s: RecordSketch): MachineRecord {
+  const { modRevision: _m, ...rest } = s;
+  return {
+    memorableName: memorableName(s.mac)!,
+    source: s.phase === 'Discovered' ? 'pxe' : 'git',
+    ...rest,
+  };
+}
+
+export function workflowRecord(s: WorkflowSketch): Workflow {
+  const { modRevision: _m, ...rest } = s;
+  return {
+    machine: memorableName(s.mac)!,
+    reimage: false,
+    createdAt: SEEN_AT,
+    actions: [],
+    ...rest,
+  };
+}
+
+export function buildObserved(sketch: ObservedSketch = {}): Observed {
+  const revisions = [...(sketch.machines ?? []), ...(sketch.workflows ?? [])].map((x) => x.modRevision ?? 1);
+  const revision = sketch.revision ?? Math.max(0, ...revisions);
+  const versioned = <T>(key: string, value: T, modRevision: number) => ({ key, value, modRevision, createRevision: modRevision });
+  return {
+    revision,
+    machines: new Map(
+      (sketch.machines ?? []).map((s) => [s.mac, versioned(`machines/${s.mac}`, machineRecord(s), s.modRevision ?? 1)]),
+    ),
+    workflows: new Map(
+      (sketch.workflows ?? []).map((s) => [s.id, versioned(`workflows/${s.id}`, workflowRecord(s), s.modRevision ?? 1)]),
+    ),
+  };
+}
+
+/** A machine seen by PXE (and, with `hardware`, reported by Mage) that git does not declare yet. */
+export function discovered(mac: string, extra: Partial<RecordSketch> = {}): RecordSketch {
+  return { mac, phase: 'Discovered', source: 'pxe', firstSeen: SEEN_AT, lastSeen: SEEN_AT, ...extra };
+}
+
+/**
+ * The record of a fleet machine exactly as apply last wrote it from git (so the planner sees no
+ * update), with its phase derived from what it holds unless `extra.phase` says otherwise.
+ */
+export function registered(fleet: Fleet, name: string, extra: Partial<RecordSketch> = {}): RecordSketch {
+  const m = fleetMachine(fleet, name);
+  const a = m.assignment ? fleet.assignments.get(m.assignment) : undefined;
+  const base = {
+    mac: m.mac,
+    name: m.name,
+    memorableName: m.memorableName,
+    source: 'git' as const,
+    spec: structuredClone(m.spec),
+    labels: { ...m.labels },
+    ...(a ? { desired: { assignment: a.name, template: a.template, generation: a.generation } } : {}),
+    ...extra,
+  };
+  return { phase: extra.phase ?? phaseOf(base, undefined), ...base };
+}
