@@ -41,14 +41,18 @@ export function openStore(state: string | undefined): Store {
   return LmdbStore.open(stateDirFrom(state));
 }
 
-/** Observed state without creating a store where none exists (plan is read-only). */
-export async function readObservedIfAny(state: string | undefined): Promise<Observed> {
+/** Read from the store in DIR without creating one where none exists (read-only commands). */
+export async function readExistingStore<T>(state: string | undefined, read: (store: Store) => Promise<T>, empty: T): Promise<T> {
   const dir = stateDirFrom(state);
-  if (!LmdbStore.exists(dir)) return { revision: 0, machines: new Map(), workflows: new Map() };
+  if (!LmdbStore.exists(dir)) return empty;
   const store = LmdbStore.open(dir);
   try {
-    return await readObserved(store);
+    return await read(store);
   } finally {
     await store.close();
   }
+}
+
+export function readObservedIfAny(state: string | undefined): Promise<Observed> {
+  return readExistingStore(state, readObserved, { revision: 0, machines: new Map(), workflows: new Map() });
 }

@@ -1,5 +1,5 @@
 import type { AuditEntry } from '../reconciler/apply.js';
-import { LmdbStore, stateDirFrom } from '../store/lmdb.js';
+import { readExistingStore } from './fleet.js';
 import { AUDIT } from '../store/keys.js';
 import type { Io } from './output.js';
 import { table } from './table.js';
@@ -11,16 +11,11 @@ revision it produced, and what it changed.
 `;
 
 export async function historyCommand(opts: { state?: string; json?: boolean; limit?: string }, io: Io): Promise<number> {
-  const dir = stateDirFrom(opts.state);
-  let entries: (AuditEntry & { revision: number })[] = [];
-  if (LmdbStore.exists(dir)) {
-    const store = LmdbStore.open(dir);
-    try {
-      entries = await store.read((snap) => snap.list<AuditEntry>(AUDIT).map((r) => ({ ...r.value, revision: r.modRevision })));
-    } finally {
-      await store.close();
-    }
-  }
+  let entries = await readExistingStore(
+    opts.state,
+    (store) => store.read((snap) => snap.list<AuditEntry>(AUDIT).map((r) => ({ ...r.value, revision: r.modRevision }))),
+    [],
+  );
   const limit = opts.limit ? Number(opts.limit) : undefined;
   if (limit !== undefined && Number.isInteger(limit) && limit > 0) entries = entries.slice(-limit);
   if (opts.json) {

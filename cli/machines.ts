@@ -1,6 +1,6 @@
 import type { MachineRecord, Workflow } from '../schemas/types.js';
-import { LmdbStore, stateDirFrom } from '../store/lmdb.js';
-import { readObserved, type Observed } from '../reconciler/observed.js';
+import type { Observed } from '../reconciler/observed.js';
+import { readObservedIfAny } from './fleet.js';
 import type { Io } from './output.js';
 import { table } from './table.js';
 
@@ -44,16 +44,7 @@ export function machineRows(observed: Observed): MachineRow[] {
 }
 
 export async function machinesCommand(opts: { state?: string; json?: boolean }, io: Io): Promise<number> {
-  const dir = stateDirFrom(opts.state);
-  let rows: MachineRow[] = [];
-  if (LmdbStore.exists(dir)) {
-    const store = LmdbStore.open(dir);
-    try {
-      rows = machineRows(await readObserved(store));
-    } finally {
-      await store.close();
-    }
-  }
+  const rows = machineRows(await readObservedIfAny(opts.state));
   if (opts.json) {
     io.out(JSON.stringify(rows, null, 2) + '\n');
     return 0;

@@ -171,22 +171,25 @@ function resolveMachines(machines: Typed<Machine>[], out: Diagnostic[]): FleetMa
   return result;
 }
 
+/** Report a second Template/Assignment of the same name, pointing at the first; remember the first. */
+function isDuplicate(kind: string, name: string, doc: ParsedDoc, firstAt: Map<string, ParsedDoc>, out: Diagnostic[]): boolean {
+  const first = firstAt.get(name);
+  if (!first) {
+    firstAt.set(name, doc);
+    return false;
+  }
+  const where = formatPosition(first.at(['metadata', 'name']));
+  out.push(diagnostic('DF_ERR_DUPLICATE_NAME', doc.at(['metadata', 'name']), `${kind} "${name}" is already declared at ${where}`, { field: 'metadata.name' }));
+  return true;
+}
+
 function resolveTemplates(templates: Typed<Template>[], out: Diagnostic[]): Map<string, FleetTemplate> {
   const result = new Map<string, FleetTemplate>();
   const firstAt = new Map<string, ParsedDoc>();
   for (const { doc, value } of templates) {
     const name = value.metadata.name!;
-    const first = firstAt.get(name);
-    if (first) {
-      out.push(
-        diagnostic('DF_ERR_DUPLICATE_NAME', doc.at(['metadata', 'name']), `Template "${name}" is already declared at ${formatPosition(first.at(['metadata', 'name']))}`, {
-          field: 'metadata.name',
-        }),
-      );
-      continue;
-    }
+    if (isDuplicate('Template', name, doc, firstAt, out)) continue;
     checkTemplateShape(doc, value, out);
-    firstAt.set(name, doc);
     result.set(name, { name, spec: value.spec, file: doc.file });
   }
   return result;
@@ -276,15 +279,7 @@ function resolveAssignments(
   }
   for (const { doc, value } of assignments) {
     const name = value.metadata.name!;
-    const first = firstAt.get(name);
-    if (first) {
-      out.push(
-        diagnostic('DF_ERR_DUPLICATE_NAME', doc.at(['metadata', 'name']), `Assignment "${name}" is already declared at ${formatPosition(first.at(['metadata', 'name']))}`, {
-          field: 'metadata.name',
-        }),
-      );
-      continue;
-    }
+    if (isDuplicate('Assignment', name, doc, firstAt, out)) continue;
     const spec = value.spec;
     // A template that exists but failed validation has its own error; do not add a second one here.
     if (!templates.has(spec.template) && !known('Template', spec.template)) {
@@ -353,7 +348,6 @@ function resolveAssignments(
       machines: names,
       file: doc.file,
     });
-    firstAt.set(name, doc);
   }
   return result;
 }
