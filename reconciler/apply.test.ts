@@ -356,6 +356,38 @@ describe('applyPlan', () => {
   });
 });
 
+describe('applyPlan: workflows that have not started', () => {
+  async function pendingFor(fleetNow: Fleet) {
+    const { store } = openStore();
+    const before = buildFleet({ machines: [web(1)], assignments: [WEB] });
+    const wf = { id: 'wf-web-01-g1-aaaaaa', mac: macOf(1), assignment: 'web', template: 'ubuntu-24.04', generation: 1, state: 'pending' as const };
+    await seed(store, [registered(before, 'web-01', { hardware: blankHardware(macOf(1)), workflow: wf.id, phase: 'Provisioning' })], [wf]);
+    const plan = await planNow(store, fleetNow);
+    await applyPlan(store, plan, fleetNow, CTX);
+    const after = await store.read((snap) => snap.get<Workflow>(workflowKey(wf.id)));
+    return { plan, wf: after!.value, rec: (await record(store, macOf(1))).value };
+  }
+
+  it('are cancelled when the machine leaves git, so it is never imaged for them', async () => {
+    const { plan, wf, rec } = await pendingFor(buildFleet({ machines: [web(2)], assignments: [WEB] }));
+    expect(plan.changes.find((c) => c.action === 'retire')!.reason).toContain('cancels workflow wf-web-01-g1-aaaaaa (ubuntu-24.04@1), which has not started');
+    expect(wf).toMatchObject({ state: 'failed', error: 'cancelled before it started: the machine left git', finishedAt: NOW.toISOString() });
+    expect(rec.phase).toBe('Retired');
+  });
+
+  it('are cancelled when the assignment goes away', async () => {
+    const { plan, wf, rec } = await pendingFor(buildFleet({ machines: [web(1)] }));
+    expect(plan.changes.map((c) => c.action)).toEqual(['update']);
+    expect(wf).toMatchObject({ state: 'failed', error: 'cancelled before it started: the machine is no longer assigned' });
+    expect(rec.phase).toBe('Registered');
+  });
+
+  it('are kept when what git asks is unchanged', async () => {
+    const { wf } = await pendingFor(buildFleet({ machines: [web(1, { labels: { role: 'web', rack: 'r9' } })], assignments: [WEB] }));
+    expect(wf.state).toBe('pending');
+  });
+});
+
 describe('applyPlan: memorable names', () => {
   it('the later of two MACs that share a memorable name gets the stable suffix', async () => {
     const { store } = openStore();

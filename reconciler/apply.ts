@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { DragonflyError } from '../schemas/errors.js';
 import { memorableName, memorableNameWithSuffix } from '../schemas/memorable-name.js';
 import type { MachineRecord, Plan, Workflow } from '../schemas/types.js';
-import type { Store, Txn } from '../store/store.js';
+import type { Store, Txn, Versioned } from '../store/store.js';
 import { APPLIED, AUDIT, EVENTS, logKeys, machineKey, workflowKey } from '../store/keys.js';
 import type { Fleet } from './fleet.js';
 import { fingerprint, observedFrom, type Observed } from './observed.js';
@@ -82,6 +82,30 @@ function workflowId(name: string, generation: number): string {
   return `wf-${slug}-g${generation}-${randomBytes(3).toString('hex')}`;
 }
 
+/**
+ * A workflow that has not started yet must not outlive what git asks: when its machine is retired or its
+ * desired template/generation changes, it is cancelled (failed, with the reason) so that the boot server
+ * never images the machine for it. A running workflow is left to finish or time out: its disks are
+ * already being written.
+ */
+function cancelOrphanedWorkflow(rec: MachineRecord, observed: Observed, now: string, cancelled: Versioned<Workflow>[]): void {
+  const current = rec.workflow ? observed.workflows.get(rec.workflow) : undefined;
+  if (!current || current.value.state !== 'pending' || cancelled.some((c) => c.key === current.key)) return;
+  const wf = current.value;
+  const d = rec.desired;
+  const why =
+    rec.phase === 'Retired'
+      ? 'the machine left git'
+      : !d
+        ? 'the machine is no longer assigned'
+        : d.template !== wf.template || d.generation !== wf.generation
+          ? `git now asks for ${d.template}@${d.generation}`
+          : undefined;
+  if (!why) return;
+  cancelled.push({ ...current, value: { ...wf, state: 'failed', error: `cancelled before it started: ${why}`, finishedAt: now } });
+  if (rec.phase === 'Provisioning') rec.phase = phaseOf(rec, undefined);
+}
+
 /** The transaction that carries out `plan` on top of `observed`. Pure but for ids and time. */
 export function planTransaction(plan: Plan, observed: Observed, ctx: ApplyContext): { txn: Txn; workflows: string[] } {
   const at = ctx.now ?? new Date();
@@ -89,6 +113,7 @@ export function planTransaction(plan: Plan, observed: Observed, ctx: ApplyContex
   const records = new Map([...observed.machines].map(([mac, r]) => [mac, r.value]));
   const touched = new Set<string>();
   const workflows: Workflow[] = [];
+  const cancelled: Versioned<Workflow>[] = [];
   const events: { type: string; mac: string; machine: string; message: string }[] = [];
 
   for (const c of plan.changes) {
@@ -143,6 +168,7 @@ export function planTransaction(plan: Plan, observed: Observed, ctx: ApplyContex
         rec.powerIntent = { to: c.power!.to, at: now };
         break;
     }
+    cancelOrphanedWorkflow(rec, observed, now, cancelled);
     records.set(mac, rec);
     touched.add(mac);
     events.push({ type: `machine.${c.action}`, mac, machine: rec.name ?? rec.memorableName, message: c.reason });
@@ -170,12 +196,14 @@ export function planTransaction(plan: Plan, observed: Observed, ctx: ApplyContex
     compare: [
       ...[...touched].map((mac) => ({ key: machineKey(mac), modRevision: observed.machines.get(mac)?.modRevision ?? 0 })),
       ...workflows.map((w) => ({ key: workflowKey(w.id), modRevision: 0 })),
+      ...cancelled.map((w) => ({ key: w.key, modRevision: w.modRevision })),
       { key: auditKey, modRevision: 0 },
       ...eventKeys.map((key) => ({ key, modRevision: 0 })),
     ],
     put: [
       ...[...touched].map((mac) => ({ key: machineKey(mac), value: records.get(mac) })),
       ...workflows.map((w) => ({ key: workflowKey(w.id), value: w })),
+      ...cancelled.map((w) => ({ key: w.key, value: w.value })),
       { key: APPLIED, value: applied },
       { key: auditKey, value: audit },
       ...events.map((e, i) => ({ key: eventKeys[i]!, value: { at: now, ...e } })),

@@ -86,6 +86,14 @@ function workflowIntent(
   };
 }
 
+/** What the reason says when apply will cancel a workflow that has not started (see apply.ts). */
+function pendingWorkflowCancelled(rec: MachineRecord, observed: Observed, desired: MachineRecord['desired'] | null): string {
+  const wf = rec.workflow ? observed.workflows.get(rec.workflow)?.value : undefined;
+  if (!wf || wf.state !== 'pending') return '';
+  if (desired && desired.template === wf.template && desired.generation === wf.generation) return '';
+  return `; cancels workflow ${wf.id} (${wf.template}@${wf.generation}), which has not started`;
+}
+
 interface RolloutCounter {
   active: number;
   failures: number;
@@ -132,7 +140,8 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
     } else {
       const diff = diffRecord(rec, want);
       if (diff.length > 0) {
-        changes.push({ action: 'update', machine: ref, reason: `git changed ${diff.map((d) => d.path).join(', ')}`, diff, record: want });
+        const cancels = pendingWorkflowCancelled(rec, observed, want.desired);
+        changes.push({ action: 'update', machine: ref, reason: `git changed ${diff.map((d) => d.path).join(', ')}${cancels}`, diff, record: want });
       }
     }
 
@@ -241,7 +250,8 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
       notes.push({ kind: 'unmanaged', machine: refOfRecord(rec), message: `seen by ${rec.source} but not in git; add a Machine with mac ${rec.mac} to manage it` });
       continue;
     }
-    changes.push({ action: 'retire', machine: refOfRecord(rec), reason: 'removed from git; its disks are left as they are (never wiped)' });
+    const cancels = pendingWorkflowCancelled(rec, observed, null);
+    changes.push({ action: 'retire', machine: refOfRecord(rec), reason: `removed from git; its disks are left as they are (never wiped)${cancels}` });
   }
 
   const fingerprints: Record<string, string> = {};

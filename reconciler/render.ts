@@ -73,6 +73,8 @@ export function summaryLine(plan: Plan): string {
   return `Plan: ${s.add} to add, ${s.change} to change, ${s.reimage} to reimage, ${s.retire} to retire.`;
 }
 
+const NOTES_PER_KIND = 25;
+
 export const NO_CHANGES = 'No changes. The fleet matches its configuration.';
 
 export function renderPlanText(plan: Plan, opts: TextOptions = {}): string {
@@ -90,7 +92,16 @@ export function renderPlanText(plan: Plan, opts: TextOptions = {}): string {
   }
   if (plan.notes.length > 0) {
     out.push('Not changed by this plan:', '');
-    for (const n of plan.notes) out.push(`  · ${NOTE_LABEL[n.kind]}: ${n.machine ? `${who(n)}: ` : ''}${n.message}`);
+    // A large fleet can have thousands of machines waiting; show the first of each kind, count the rest.
+    const shown = new Map<Note['kind'], number>();
+    for (const n of plan.notes) {
+      const count = (shown.get(n.kind) ?? 0) + 1;
+      shown.set(n.kind, count);
+      if (count <= NOTES_PER_KIND) out.push(`  · ${NOTE_LABEL[n.kind]}: ${n.machine ? `${who(n)}: ` : ''}${n.message}`);
+    }
+    for (const [kind, count] of shown) {
+      if (count > NOTES_PER_KIND) out.push(`  · … and ${count - NOTES_PER_KIND} more ${NOTE_LABEL[kind]} (all of them: dragonfly plan --json)`);
+    }
     out.push('');
   }
   if (plan.changes.length === 0) out.push(paint(color, 'green', NO_CHANGES));
