@@ -8,6 +8,8 @@ import { nameCommand, nameHelp } from './name.js';
 import { reportError, type Io } from './output.js';
 import { planCommand, planHelp } from './plan.js';
 import { schemasCommand, schemasHelp } from './schemas.js';
+import { serveCommand, serveHelp } from './serve.js';
+import { watchCommand, watchHelp } from './watch.js';
 import { validateCommand, validateHelp } from './validate.js';
 
 const mainHelp = `Usage: dragonfly COMMAND [options]
@@ -16,6 +18,8 @@ Declarative, GitOps bare-metal provisioning: the fleet is YAML in git; the obser
 LMDB store (--state DIR, default $DRAGONFLY_STATE or ./.dragonfly).
 
 Commands:
+  serve      serve PXE-booting machines: HTTP iPXE scripts, TFTP, proxyDHCP, the Mage agent API
+  watch      follow a running server's machine and workflow events
   validate   check a fleet directory: schemas, references, template variables (file:line:col errors)
   plan       show what apply would change (+ add, ~ change, ! reimage, - retire)
   apply      apply a saved plan, or plan and ask for "yes"
@@ -35,6 +39,8 @@ const HELP: Record<string, string> = {
   history: historyHelp,
   name: nameHelp,
   schemas: schemasHelp,
+  serve: serveHelp,
+  watch: watchHelp,
 };
 
 const OPTIONS = {
@@ -48,6 +54,16 @@ const OPTIONS = {
   'no-color': { type: 'boolean' },
   crd: { type: 'boolean' },
   limit: { type: 'string' },
+  http: { type: 'string' },
+  tftp: { type: 'string' },
+  dhcp: { type: 'string' },
+  'dhcp-ip': { type: 'string' },
+  'public-url': { type: 'string' },
+  'ipxe-dir': { type: 'string' },
+  'mage-dir': { type: 'string' },
+  'api-token-file': { type: 'string' },
+  server: { type: 'string' },
+  since: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -60,6 +76,8 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   history: ['state', 'json', 'limit'],
   name: [],
   schemas: ['crd'],
+  serve: ['fleet', 'state', 'http', 'tftp', 'dhcp', 'dhcp-ip', 'public-url', 'ipxe-dir', 'mage-dir', 'api-token-file'],
+  watch: ['server', 'since', 'json'],
 };
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -110,6 +128,24 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await nameCommand(positionals[0], io);
       case 'schemas':
         return await schemasCommand({ crd: v.crd, name: positionals[0] }, io);
+      case 'serve':
+        return await serveCommand(
+          {
+            fleet: v.fleet,
+            state: v.state,
+            http: v.http,
+            tftp: v.tftp,
+            dhcp: v.dhcp,
+            dhcpIp: v['dhcp-ip'],
+            publicUrl: v['public-url'],
+            ipxeDir: v['ipxe-dir'],
+            mageDir: v['mage-dir'],
+            apiTokenFile: v['api-token-file'],
+          },
+          io,
+        );
+      case 'watch':
+        return await watchCommand({ server: v.server, since: v.since, json }, io);
     }
     return 1;
   } catch (e) {

@@ -242,10 +242,12 @@ function checkTemplateShape(doc: ParsedDoc, value: Template, out: Diagnostic[]):
     // A whole-disk image brings its own partition table, which the template cannot know.
     if (name === 'image2disk' && params.disk !== undefined) partitionCount = undefined;
   });
-  // Variables are substituted in actions only; anywhere else a `${` would reach Mage verbatim.
+  // Variables are substituted in actions only (and ${server.url} at the start of spec.image.url, which the
+  // boot server fills in); anywhere else a `${` would reach Mage verbatim.
   const { actions: _a, ...rest } = value.spec;
   for (const [text, rel] of stringsIn(rest, ['spec'])) {
-    if (findVariables(text).length > 0) {
+    const serverImage = fieldPath(rel) === 'spec.image.url' && text.startsWith('${server.url}/');
+    if (findVariables(serverImage ? text.slice('${server.url}'.length) : text).length > 0) {
       out.push(
         diagnostic('DF_ERR_UNKNOWN_VARIABLE', doc.at(rel), `${fieldPath(rel)}: variables are substituted only inside spec.actions`, {
           field: fieldPath(rel),

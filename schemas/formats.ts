@@ -11,6 +11,8 @@ const MEMORABLE = /^(?:[A-Z][a-z]+){4}\d*$/;
 const DNS_SUBDOMAIN = /^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 function isHttpUrl(text: string): boolean {
+  // Images served by the Dragonfly server itself: the boot server fills in ${server.url}.
+  if (text.startsWith('${server.url}/')) text = 'http://server.invalid' + text.slice('${server.url}'.length);
   try {
     const u = new URL(text);
     return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && !/\s/.test(text);

@@ -112,6 +112,10 @@ export interface DragonflySchemas {
   'machine-record'?: MachineRecord;
   hardware?: HardwareReport;
   plan?: Plan;
+  agentRegisterRequest?: RegisterRequest;
+  agentRegisterResponse?: RegisterResponse;
+  agentActionReport?: ActionReport;
+  agentFinishReport?: FinishReport;
 }
 /**
  * A physical or virtual machine that Dragonfly provisions, declared in git.
@@ -561,4 +565,46 @@ export interface Note {
     | 'warning';
   machine?: MachineRef;
   message: string;
+}
+export interface RegisterRequest {
+  /**
+   * A MAC address: six hex pairs separated by ':' or '-', any case.
+   */
+  mac: string;
+  hardware: HardwareReport;
+  /**
+   * The workflow Mage was booted for (dragonfly.workflow=), if any.
+   */
+  workflow?: string;
+  agentVersion?: string;
+}
+export interface RegisterResponse {
+  mac: string;
+  name: string;
+  memorableName: string;
+  instruction: 'wait' | 'run' | 'reboot' | 'localboot';
+  workflow?: string;
+  /**
+   * false until the MAC matches a Machine in git.
+   */
+  trusted: boolean;
+  pollSeconds: number;
+}
+export interface ActionReport {
+  state: 'running' | 'succeeded' | 'failed';
+  percent?: number;
+  bytes?: number;
+  /**
+   * bytes per second
+   */
+  rate?: number;
+  message?: string;
+  /**
+   * @maxItems 200
+   */
+  log?: string[];
+}
+export interface FinishReport {
+  state: 'succeeded' | 'failed';
+  error?: string;
 }

@@ -9,9 +9,10 @@ import workflow from './workflow.schema.json' with { type: 'json' };
 import hardware from './hardware.schema.json' with { type: 'json' };
 import machineRecord from './machine-record.schema.json' with { type: 'json' };
 import plan from './plan.schema.json' with { type: 'json' };
+import agent from './agent.schema.json' with { type: 'json' };
 import { FORMATS } from './formats.js';
 
-export const SCHEMAS = { common, machine, template, assignment, workflow, hardware, machineRecord, plan } as const;
+export const SCHEMAS = { common, machine, template, assignment, workflow, hardware, machineRecord, plan, agent } as const;
 export type SchemaName = Exclude<keyof typeof SCHEMAS, 'common'>;
 
 export type SchemaError = ErrorObject;
@@ -32,6 +33,19 @@ function instance(): Ajv2020 {
   for (const s of Object.values(SCHEMAS)) ajv.addSchema(s as object);
   return ajv;
 }
+
+/** Validate against a definition inside a schema, e.g. ('agent', 'RegisterRequest'). */
+export function validateDefinition(name: SchemaName, def: string, value: unknown): SchemaError[] {
+  const id = `${(SCHEMAS[name] as { $id: string }).$id}#/$defs/${def}`;
+  let fn = compiledDefs.get(id);
+  if (!fn) {
+    fn = instance().getSchema(id);
+    if (!fn) throw new Error(`schema ${id} is not registered`);
+    compiledDefs.set(id, fn);
+  }
+  return fn(value) ? [] : [...(fn.errors ?? [])];
+}
+const compiledDefs = new Map<string, ValidateFunction>();
 
 /** Validate a value against one of our schemas; returns the list of errors (empty when valid). */
 export function validateAgainst(name: SchemaName, value: unknown): SchemaError[] {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need. Idempotent: installs only what is missing.
 set -euo pipefail
-pkgs=(git)
+# git: fleet repos; atftp, tftp-hpa, curl: real TFTP clients; tftpd-hpa: the TFTP baseline of bench/boot;
+# ipxe, ipxe-qemu, qemu-system-x86: real PXE firmware under QEMU; iproute2: network namespaces.
+pkgs=(git curl atftp tftp-hpa tftpd-hpa ipxe ipxe-qemu qemu-system-x86 iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

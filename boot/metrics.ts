@@ -1,0 +1,47 @@
+// Prometheus metrics (prom-client), one registry per server so tests and several servers never collide.
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { Workflow } from '../schemas/types.js';
+import type { Store } from '../store/store.js';
+import { WORKFLOWS } from '../store/keys.js';
+
+export interface TftpStats {
+  transfers: number;
+  bytes: number;
+  errors: number;
+  active: number;
+}
+
+export interface BootMetrics {
+  registry: Registry;
+  requests: Counter<'route' | 'status'>;
+  bootScripts: Counter<'fate'>;
+}
+
+export function createMetrics(store: Store, tftpStats?: () => TftpStats): BootMetrics {
+  const registry = new Registry();
+  const requests = new Counter({ name: 'dragonfly_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [registry] });
+  const bootScripts = new Counter({ name: 'dragonfly_boot_scripts_total', help: 'Boot scripts served, by boot fate', labelNames: ['fate'], registers: [registry] });
+  new Gauge({
+    name: 'dragonfly_workflows',
+    help: 'Workflows in the store, by state',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      const counts = await store.read((snap) => {
+        const c: Record<string, number> = { pending: 0, running: 0, succeeded: 0, failed: 0, 'timed-out': 0 };
+        for (const r of snap.list<Workflow>(WORKFLOWS)) c[r.value.state] = (c[r.value.state] ?? 0) + 1;
+        return c;
+      });
+      for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+    },
+  });
+  if (tftpStats) {
+    const stat = (name: string, help: string, pick: (s: TftpStats) => number, kind: 'counter' | 'gauge') =>
+      new Gauge({ name, help: `${help}${kind === 'counter' ? ' (monotonic)' : ''}`, registers: [registry], collect() { this.set(pick(tftpStats())); } });
+    stat('dragonfly_tftp_transfers_total', 'TFTP transfers started', (s) => s.transfers, 'counter');
+    stat('dragonfly_tftp_bytes_total', 'TFTP bytes sent', (s) => s.bytes, 'counter');
+    stat('dragonfly_tftp_errors_total', 'TFTP transfers that ended in an error', (s) => s.errors, 'counter');
+    stat('dragonfly_tftp_active_transfers', 'TFTP transfers in progress', (s) => s.active, 'gauge');
+  }
+  return { registry, requests, bootScripts };
+}

@@ -1,0 +1,202 @@
+// What the boot server writes to the store: machines seen on the network, hardware reports, workflow
+// progress. Each write is an optimistic transaction retried on conflict, so several servers (or a
+// server and a CLI apply) can share a store.
+import { isDeepStrictEqual } from 'node:util';
+import { memorableName, memorableNameWithSuffix } from '../schemas/memorable-name.js';
+import type { ActionReport, FinishReport, HardwareReport, MachineRecord, Workflow } from '../schemas/types.js';
+import { EVENTS, MACHINES, logKeys, machineKey, workflowKey } from '../store/keys.js';
+import type { Snapshot, Store, Txn } from '../store/store.js';
+
+export const SEEN = 'seen/';
+export const seenKey = (mac: string) => SEEN + mac;
+
+/** Seen-times and what iPXE said about itself; apart from the machine record so plans do not go stale. */
+export interface SeenRecord {
+  mac: string;
+  firstSeen: string;
+  lastSeen: string;
+  source: 'pxe' | 'agent';
+  ip?: string;
+  arch?: string;
+  platform?: string;
+  uuid?: string;
+}
+
+export class ConflictError extends Error {}
+
+/** Run `build` against a fresh snapshot and commit what it returns; retry when another writer won. */
+export async function mutate<T>(store: Store, build: (snap: Snapshot) => { txn?: Txn; result: T }, attempts = 8): Promise<T> {
+  for (let i = 0; i < attempts; i++) {
+    const { txn, result } = await store.read(build);
+    if (!txn) return result;
+    const r = await store.commit(txn);
+    if (r.ok) return result;
+  }
+  throw new ConflictError('the store kept changing under this write');
+}
+
+function uniqueMemorableName(snap: Snapshot, mac: string): string {
+  const base = memorableName(mac)!;
+  const taken = snap.list<MachineRecord>(MACHINES).some((r) => r.value.mac !== mac && r.value.memorableName === base);
+  return taken ? memorableNameWithSuffix(mac)! : base;
+}
+
+function event(at: Date, value: Record<string, unknown>): { key: string; value: unknown } {
+  return { key: logKeys(EVENTS, at, 1)[0]!, value: { at: at.toISOString(), ...value } };
+}
+
+/**
+ * A machine was seen (a PXE request, an agent report). An unknown MAC becomes a Discovered machine at
+ * once, with its memorable name; `createAllowed: false` (a flood from one source) only refreshes seen-times.
+ */
+export async function recordSeen(
+  store: Store,
+  mac: string,
+  info: Omit<SeenRecord, 'mac' | 'firstSeen' | 'lastSeen'>,
+  opts: { now?: Date; createAllowed?: boolean } = {},
+): Promise<{ created: boolean; record?: MachineRecord }> {
+  const at = opts.now ?? new Date();
+  const now = at.toISOString();
+  return mutate(store, (snap) => {
+    const rec = snap.get<MachineRecord>(machineKey(mac));
+    const seen = snap.get<SeenRecord>(seenKey(mac));
+    const nextSeen: SeenRecord = { ...(seen?.value ?? { firstSeen: now }), ...info, mac, lastSeen: now };
+    const put: { key: string; value: unknown }[] = [{ key: seenKey(mac), value: nextSeen }];
+    const compare = [{ key: seenKey(mac), modRevision: seen?.modRevision ?? 0 }];
+    let created: MachineRecord | undefined;
+    if (!rec && opts.createAllowed !== false) {
+      created = { mac, memorableName: uniqueMemorableName(snap, mac), phase: 'Discovered', source: info.source };
+      put.push({ key: machineKey(mac), value: created }, event(at, { type: 'machine.discovered', mac, machine: created.memorableName, message: `seen by ${info.source}${info.ip ? ` from ${info.ip}` : ''}` }));
+      compare.push({ key: machineKey(mac), modRevision: 0 });
+    }
+    return { txn: { compare, put }, result: { created: created !== undefined, record: created ?? rec?.value } };
+  });
+}
+
+/** Mage's hardware report: stored on the machine record when it differs from the last one. */
+export async function recordHardware(store: Store, mac: string, hardware: HardwareReport, ip: string | undefined, now = new Date()): Promise<MachineRecord> {
+  await recordSeen(store, mac, { source: 'agent', ...(ip ? { ip } : {}) }, { now });
+  return mutate(store, (snap) => {
+    const rec = snap.get<MachineRecord>(machineKey(mac))!;
+    if (isDeepStrictEqual(rec.value.hardware, hardware)) return { result: rec.value };
+    const value: MachineRecord = { ...rec.value, hardware };
+    return {
+      txn: {
+        compare: [{ key: rec.key, modRevision: rec.modRevision }],
+        put: [{ key: rec.key, value }, event(now, { type: 'machine.hardware', mac, machine: value.name ?? value.memorableName, message: `${hardware.disks.length} disks, ${hardware.nics.length} NICs` })],
+      },
+      result: value,
+    };
+  });
+}
+
+export class WorkflowStateError extends Error {
+  constructor(readonly workflow: Workflow, message: string) {
+    super(message);
+  }
+}
+
+const ACTIVE = new Set<Workflow['state']>(['pending', 'running']);
+
+/** Mage fetched its workflow: pending → running. Refused once the workflow has ended. */
+export async function startWorkflow(store: Store, id: string, now = new Date()): Promise<Workflow | undefined> {
+  return mutate(store, (snap) => {
+    const wf = snap.get<Workflow>(workflowKey(id));
+    if (!wf) return { result: undefined };
+    if (!ACTIVE.has(wf.value.state)) throw new WorkflowStateError(wf.value, `workflow ${id} is ${wf.value.state}`);
+    if (wf.value.state === 'running') return { result: wf.value };
+    const value: Workflow = { ...wf.value, state: 'running', startedAt: now.toISOString() };
+    return {
+      txn: {
+        compare: [{ key: wf.key, modRevision: wf.modRevision }],
+        put: [{ key: wf.key, value }, event(now, { type: 'workflow.running', workflow: id, mac: value.mac, machine: value.machine, message: `${value.template}@${value.generation} started` })],
+      },
+      result: value,
+    };
+  });
+}
+
+/** Progress of one action. A report for an ended workflow is refused: a late Mage never resurrects it. */
+export async function reportAction(store: Store, id: string, index: number, report: ActionReport, now = new Date()): Promise<Workflow | undefined> {
+  return mutate(store, (snap) => {
+    const wf = snap.get<Workflow>(workflowKey(id));
+    if (!wf) return { result: undefined };
+    if (!ACTIVE.has(wf.value.state)) throw new WorkflowStateError(wf.value, `workflow ${id} is ${wf.value.state}`);
+    const action = wf.value.actions[index];
+    if (!action) throw new WorkflowStateError(wf.value, `workflow ${id} has no action ${index}`);
+    const actions = wf.value.actions.map((a, i) =>
+      i === index
+        ? {
+            ...a,
+            state: report.state,
+            ...(report.percent !== undefined ? { percent: report.percent } : {}),
+            ...(report.bytes !== undefined ? { bytes: report.bytes } : {}),
+            ...(report.message !== undefined ? { message: report.message } : {}),
+          }
+        : a,
+    );
+    const value: Workflow = { ...wf.value, state: 'running', startedAt: wf.value.startedAt ?? now.toISOString(), actions };
+    const put = [{ key: wf.key, value }];
+    // Progress is frequent: only state changes and log lines become events.
+    if (report.state !== action.state || (report.log?.length ?? 0) > 0) {
+      put.push(
+        event(now, {
+          type: 'workflow.action',
+          workflow: id,
+          mac: value.mac,
+          machine: value.machine,
+          action: action.action,
+          index,
+          state: report.state,
+          ...(report.percent !== undefined ? { percent: report.percent } : {}),
+          ...(report.rate !== undefined ? { rate: report.rate } : {}),
+          message: report.message ?? `${action.action} ${report.state}`,
+          ...(report.log?.length ? { log: report.log } : {}),
+        }) as { key: string; value: Workflow },
+      );
+    }
+    return { txn: { compare: [{ key: wf.key, modRevision: wf.modRevision }], put }, result: value };
+  });
+}
+
+/** The end of a workflow: the machine becomes Ready with what it installed, or goes to Error. */
+export async function finishWorkflow(store: Store, id: string, report: FinishReport, now = new Date()): Promise<Workflow | undefined> {
+  return mutate(store, (snap) => {
+    const wf = snap.get<Workflow>(workflowKey(id));
+    if (!wf) return { result: undefined };
+    if (!ACTIVE.has(wf.value.state)) throw new WorkflowStateError(wf.value, `workflow ${id} is ${wf.value.state}`);
+    const at = now.toISOString();
+    const value: Workflow = {
+      ...wf.value,
+      state: report.state,
+      finishedAt: at,
+      ...(report.error ? { error: report.error } : {}),
+    };
+    const rec = snap.get<MachineRecord>(machineKey(value.mac));
+    const compare = [{ key: wf.key, modRevision: wf.modRevision }];
+    const put: { key: string; value: unknown }[] = [{ key: wf.key, value }];
+    if (rec && rec.value.workflow === id) {
+      const next: MachineRecord =
+        report.state === 'succeeded'
+          ? {
+              ...rec.value,
+              phase: 'Ready',
+              installed: { template: value.template, generation: value.generation, ...(value.image ? { imageSha256: value.image.sha256 } : {}), at },
+            }
+          : { ...rec.value, phase: 'Error', error: report.error ?? 'workflow failed' };
+      if (report.state === 'succeeded') delete next.error;
+      put.push({ key: rec.key, value: next });
+      compare.push({ key: rec.key, modRevision: rec.modRevision });
+    }
+    put.push(
+      event(now, {
+        type: `workflow.${report.state}`,
+        workflow: id,
+        mac: value.mac,
+        machine: value.machine,
+        message: report.state === 'succeeded' ? `${value.template}@${value.generation} installed` : `failed: ${report.error ?? 'no reason given'}`,
+      }),
+    );
+    return { txn: { compare, put }, result: value };
+  });
+}

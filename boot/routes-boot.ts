@@ -1,0 +1,70 @@
+// GET /boot.ipxe and GET /boot/:mac: the server decides each machine's fate from its MAC.
+import type { FastifyPluginAsync } from 'fastify';
+import { normalizeMac } from '../schemas/mac.js';
+import type { MachineRecord, Workflow } from '../schemas/types.js';
+import { machineKey, workflowKey } from '../store/keys.js';
+import { bootFateFor } from './fate.js';
+import { bootScriptFor, entryScript } from './ipxe.js';
+import { WindowLimiter } from './limiter.js';
+import type { BootMetrics } from './metrics.js';
+import { recordSeen } from './observe.js';
+import { SeenBatch } from './seen-batch.js';
+import { errorBody, type BootServerDeps } from './server.js';
+import { workflowToken } from './tokens.js';
+
+const ARCH = /^[a-z0-9_]{1,16}$/;
+const PLATFORM = /^[a-z]{1,8}$/;
+const UUID = /^[0-9a-fA-F-]{32,36}$/;
+
+export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: BootMetrics }> = async (app, { deps, metrics }) => {
+  const entry = entryScript(deps.serverUrl);
+  const discoveryLimit = new WindowLimiter(deps.discoveryPerMinute ?? 60);
+  const seen = new SeenBatch(deps.store, 1000, (err) => app.log.warn({ err }, 'could not record seen-times'));
+  app.addHook('onClose', async () => seen.close());
+
+  const sendEntry = async (_req: unknown, reply: import('fastify').FastifyReply) => reply.type('text/plain; charset=utf-8').send(entry);
+  app.get('/boot.ipxe', sendEntry);
+  app.get('/autoexec.ipxe', sendEntry);
+
+  app.get<{ Params: { mac: string }; Querystring: Record<string, string | undefined> }>('/boot/:mac', async (req, reply) => {
+    // Any case, ':' or '-' (iPXE's ${mac:hexhyp}); anything else is refused and never echoed.
+    const mac = normalizeMac(req.params.mac);
+    if (!mac) return reply.code(400).send(errorBody('DF_ERR_BAD_MAC', 'not a MAC address'));
+    const q = req.query ?? {};
+    const platform = q.platform && PLATFORM.test(q.platform) ? q.platform : undefined;
+
+    const { rec, wf } = await deps.store.read((snap) => {
+      const rec = snap.get<MachineRecord>(machineKey(mac))?.value;
+      const wf = rec?.workflow ? snap.get<Workflow>(workflowKey(rec.workflow))?.value : undefined;
+      return { rec, wf };
+    });
+
+    // Record the sighting. An unknown MAC becomes Discovered at once (within a per-source budget);
+    // a known one's seen-time joins the next batch.
+    const info = {
+      source: 'pxe' as const,
+      ip: req.ip,
+      ...(q.arch && ARCH.test(q.arch) ? { arch: q.arch } : {}),
+      ...(platform ? { platform } : {}),
+      ...(q.uuid && UUID.test(q.uuid) ? { uuid: q.uuid.toLowerCase() } : {}),
+    };
+    if (!rec) {
+      const created = await recordSeen(deps.store, mac, info, { createAllowed: discoveryLimit.take(req.ip) });
+      if (created.created) req.log.info({ mac, name: created.record?.memorableName, ip: req.ip }, 'machine discovered');
+    } else {
+      seen.add({ mac, lastSeen: new Date().toISOString(), ...info });
+    }
+
+    const fate = bootFateFor(rec, wf);
+    metrics.bootScripts.inc({ fate: fate.kind });
+    const script = bootScriptFor(fate, {
+      serverUrl: deps.serverUrl,
+      mac,
+      ...(rec ? { name: rec.name ?? rec.memorableName } : {}),
+      ...(platform ? { platform } : {}),
+      ...(fate.kind === 'imaging' ? { token: workflowToken(deps.secret, fate.workflow) } : {}),
+      ...(deps.kernelArgs ? { kernelArgs: deps.kernelArgs } : {}),
+    });
+    return reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').send(script);
+  });
+};

@@ -1,0 +1,45 @@
+// Sightings of known machines, written in one transaction per interval instead of one per request:
+// a PXE storm of thousands of machines must not become thousands of commits. Seen-times are
+// last-writer-wins, so the batch needs no compare.
+import type { Store } from '../store/store.js';
+import { SEEN, seenKey, type SeenRecord } from './observe.js';
+
+export class SeenBatch {
+  private pending = new Map<string, Omit<SeenRecord, 'firstSeen'>>();
+  private timer: NodeJS.Timeout;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly store: Store, intervalMs = 1000, private readonly onError: (e: unknown) => void = () => {}) {
+    this.timer = setInterval(() => void this.flush(), intervalMs);
+    this.timer.unref();
+  }
+
+  add(record: Omit<SeenRecord, 'firstSeen'>): void {
+    this.pending.set(record.mac, record);
+  }
+
+  flush(): Promise<void> {
+    if (this.pending.size === 0) return this.flushing;
+    const batch = [...this.pending.values()];
+    this.pending = new Map();
+    this.flushing = this.flushing.then(async () => {
+      try {
+        const put = await this.store.read((snap) =>
+          batch.map((s) => {
+            const prior = snap.get<SeenRecord>(seenKey(s.mac))?.value;
+            return { key: SEEN + s.mac, value: { ...prior, ...s, firstSeen: prior?.firstSeen ?? s.lastSeen } satisfies SeenRecord };
+          }),
+        );
+        await this.store.commit({ put });
+      } catch (e) {
+        this.onError(e);
+      }
+    });
+    return this.flushing;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+}

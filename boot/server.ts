@@ -1,0 +1,102 @@
+// buildServer: the boot server's HTTP side as a fastify app. No listen() in here: `dragonfly serve`
+// listens, tests use inject() or listen(0).
+import fs from 'node:fs';
+import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import fastifyStatic from '@fastify/static';
+import rateLimit from '@fastify/rate-limit';
+import { DragonflyError, ERRORS, isDragonflyError } from '../schemas/errors.js';
+import type { Store } from '../store/store.js';
+import { createMetrics, type TftpStats } from './metrics.js';
+import { bootRoutes } from './routes-boot.js';
+import { agentRoutes } from './routes-agent.js';
+import { apiRoutes } from './routes-api.js';
+
+export interface BootServerDeps {
+  store: Store;
+  /** Signs workflow tokens (boot/tokens.ts). */
+  secret: Buffer;
+  /** This server as machines reach it, e.g. http://10.0.0.1:8080. */
+  serverUrl: string;
+  /** Mage's vmlinuz and initrd (dragonfly mage build --out DIR). */
+  mageDir?: string;
+  /** iPXE binaries (Debian's ipxe package: /usr/lib/ipxe). */
+  ipxeDir?: string;
+  /** Bearer token for admin calls; without one, every admin call is refused. */
+  apiToken?: string;
+  /** Extra kernel arguments for Mage. */
+  kernelArgs?: string;
+  /** New MACs recorded per source address per minute (default 60). */
+  discoveryPerMinute?: number;
+  /** Agent registrations per source address per minute (default 120). */
+  registrationsPerMinute?: number;
+  tftpStats?: () => TftpStats;
+  logger?: FastifyBaseLogger | boolean;
+}
+
+/** The JSON body of every API error. */
+export function errorBody(code: keyof typeof ERRORS, message: string) {
+  return { error: { code, message, hint: ERRORS[code].hint } };
+}
+
+export function validateServerUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new DragonflyError('DF_ERR_SERVE_CONFIG', `--public-url ${JSON.stringify(url)} is not a URL`);
+  }
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.search || u.hash || !/^[A-Za-z0-9._:/%-]+$/.test(url)) {
+    throw new DragonflyError('DF_ERR_SERVE_CONFIG', `--public-url must be a plain http(s) URL such as http://10.0.0.1:8080, not ${JSON.stringify(url)}`);
+  }
+  return url.replace(/\/+$/, '');
+}
+
+export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance> {
+  const serverUrl = validateServerUrl(deps.serverUrl);
+  const app = fastify({
+    ...(typeof deps.logger === 'object' ? { loggerInstance: deps.logger } : { logger: deps.logger ?? false }),
+    bodyLimit: 256 * 1024,
+    // Hardware reports and progress are small; anything huge is hostile.
+    routerOptions: { maxParamLength: 200 },
+    return503OnClosing: true,
+    // Two log lines per PXE request would drown what matters; routes log what happened instead.
+    logController: new LogController({ disableRequestLogging: true }),
+  });
+  const metrics = createMetrics(deps.store, deps.tftpStats);
+
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.requests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
+  });
+
+  // Errors a client caused are 4xx with a code; anything else is ours: 500, logged, never echoed.
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: unknown }, req, reply) => {
+    if (isDragonflyError(err)) return reply.code(err.status).send({ error: err.toJSON() });
+    const status = err.statusCode ?? 500;
+    if (status === 429) return reply.code(429).send(errorBody('DF_ERR_RATE_LIMITED', 'too many requests from this address'));
+    if (status === 413) return reply.code(413).send(errorBody('DF_ERR_BAD_REQUEST', 'request body too large'));
+    if (status >= 400 && status < 500) return reply.code(status).send(errorBody('DF_ERR_BAD_REQUEST', 'malformed request'));
+    req.log.error({ err }, 'request failed');
+    return reply.code(500).send({ error: { code: 'DF_ERR_INTERNAL', message: 'internal error' } });
+  });
+  app.setNotFoundHandler((_req, reply) => reply.code(404).send(errorBody('DF_ERR_NOT_FOUND', 'no such resource')));
+
+  await app.register(rateLimit, { global: false });
+
+  for (const [prefix, dir] of [
+    ['/mage/', deps.mageDir],
+    ['/ipxe/', deps.ipxeDir],
+  ] as const) {
+    if (!dir) continue;
+    if (!fs.existsSync(dir)) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `directory ${dir} (for ${prefix}) does not exist`);
+    // @fastify/static serves Range requests and refuses paths outside root.
+    await app.register(fastifyStatic, { root: dir, prefix, decorateReply: false, index: false, list: false, dotfiles: 'deny' });
+  }
+
+  app.get('/healthz', async () => ({ ok: true, revision: await deps.store.read((s) => s.revision) }));
+  app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+
+  await app.register(bootRoutes, { deps: { ...deps, serverUrl }, metrics });
+  await app.register(agentRoutes, { deps: { ...deps, serverUrl } });
+  await app.register(apiRoutes, { deps });
+  return app;
+}
