@@ -4,8 +4,14 @@
 import type { Store } from '../store/store.js';
 import { SEEN, seenKey, type SeenRecord } from './observe.js';
 
+/** A machine's seen-time is written at most this often: it says "recently", not "this very second". */
+const PER_MACHINE_MS = 30_000;
+/** Entries per transaction, so a PXE storm never holds the event loop for long. */
+const CHUNK = 500;
+
 export class SeenBatch {
   private pending = new Map<string, Omit<SeenRecord, 'firstSeen'>>();
+  private written = new Map<string, number>();
   private timer: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
 
@@ -14,7 +20,10 @@ export class SeenBatch {
     this.timer.unref();
   }
 
-  add(record: Omit<SeenRecord, 'firstSeen'>): void {
+  add(record: Omit<SeenRecord, 'firstSeen'>, now = Date.now()): void {
+    if (now - (this.written.get(record.mac) ?? 0) < PER_MACHINE_MS) return;
+    if (this.written.size > 200_000) this.written.clear();
+    this.written.set(record.mac, now);
     this.pending.set(record.mac, record);
   }
 
@@ -23,16 +32,21 @@ export class SeenBatch {
     const batch = [...this.pending.values()];
     this.pending = new Map();
     this.flushing = this.flushing.then(async () => {
-      try {
-        const put = await this.store.read((snap) =>
-          batch.map((s) => {
-            const prior = snap.get<SeenRecord>(seenKey(s.mac))?.value;
-            return { key: SEEN + s.mac, value: { ...prior, ...s, firstSeen: prior?.firstSeen ?? s.lastSeen } satisfies SeenRecord };
-          }),
-        );
-        await this.store.commit({ put });
-      } catch (e) {
-        this.onError(e);
+      for (let i = 0; i < batch.length; i += CHUNK) {
+        const chunk = batch.slice(i, i + CHUNK);
+        try {
+          const put = await this.store.read((snap) =>
+            chunk.map((s) => {
+              const prior = snap.get<SeenRecord>(seenKey(s.mac))?.value;
+              return { key: SEEN + s.mac, value: { ...prior, ...s, firstSeen: prior?.firstSeen ?? s.lastSeen } satisfies SeenRecord };
+            }),
+          );
+          await this.store.commit({ put });
+        } catch (e) {
+          this.onError(e);
+        }
+        // Let requests in between chunks.
+        await new Promise((r) => setImmediate(r));
       }
     });
     return this.flushing;
