@@ -1,0 +1,85 @@
+// `dragonfly serve` and `dragonfly watch` as a user runs them: real processes, real ports.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BIN, dragonfly, ROOT, tempDir } from './cli-helpers.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function collect(child: ReturnType<typeof spawn>): { text: () => string } {
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d));
+  child.stderr?.on('data', (d: Buffer) => (out += d));
+  return { text: () => out };
+}
+
+async function until(what: string, probe: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('dragonfly serve', () => {
+  it('serves, is watched, and shuts down gracefully on SIGTERM', async () => {
+    const state = tempDir();
+    dirs.push(state);
+    const [http, tftp] = [await freePort(), await freePort()];
+    const serve = spawn(process.execPath, [BIN, 'serve', '--fleet', 'fleet.example', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', `127.0.0.1:${tftp}`], { cwd: ROOT });
+    const serveOut = collect(serve);
+    const base = `http://127.0.0.1:${http}`;
+    await until('serve to listen', async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true);
+    // The log is pino JSON lines; the fleet's plan summary is logged at start.
+    expect(serveOut.text()).toContain('"msg":"fleet loaded; `dragonfly apply` makes it so"');
+
+    // --since 0 replays from the first revision, so it does not matter whether watch connects before or after.
+    const watch = spawn(process.execPath, [BIN, 'watch', '--server', base, '--since', '0'], { cwd: ROOT });
+    const watchOut = collect(watch);
+    expect((await fetch(`${base}/boot/52:54:00:a1:00:01`)).status).toBe(200);
+    await until('watch to print the discovery', () => watchOut.text().includes('machine.discovered'));
+    expect(watchOut.text()).toMatch(/CensusAbleLotteryAbility machine\.discovered: seen by pxe from 127\.0\.0\.1/);
+    watch.kill('SIGTERM');
+
+    // apply against the same state dir changes what the running server answers, live.
+    expect(dragonfly(['apply', '--fleet', 'fleet.example', '--state', state, '--auto-approve']).status).toBe(0);
+    const machines = (await (await fetch(`${base}/api/v1/machines`)).json()) as { name?: string; phase: string }[];
+    expect(machines.find((m) => m.name === 'web-01')?.phase).toBe('Assigned');
+
+    serve.kill('SIGTERM');
+    const code = await new Promise<number | null>((r) => serve.once('exit', r));
+    expect(code).toBe(0);
+    expect(serveOut.text()).toContain('"msg":"stopped"');
+  });
+
+  it('refuses a bad configuration with a code, exit 1', () => {
+    for (const [args, text] of [
+      [['--http', 'nope'], '--http "nope" is not HOST:PORT'],
+      [['--public-url', 'http://x/${evil}'], '--public-url must be a plain http(s) URL'],
+      [['--dhcp', 'full'], 'only "proxy" is supported'],
+      [['--dhcp', 'proxy'], '--dhcp proxy needs --dhcp-ip'],
+      [['--mage-dir', '/nonexistent', '--http', '127.0.0.1:0', '--tftp', 'off'], 'directory /nonexistent (for /mage/) does not exist'],
+    ] as const) {
+      const state = tempDir();
+      dirs.push(state);
+      const r = dragonfly(['serve', '--state', state, ...args]);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.stderr).toContain('DF_ERR_SERVE_CONFIG');
+      expect(r.stderr).toContain(text);
+    }
+  });
+});
