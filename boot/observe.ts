@@ -160,11 +160,19 @@ export async function reportAction(store: Store, id: string, index: number, repo
 }
 
 /** The end of a workflow: the machine becomes Ready with what it installed, or goes to Error. */
-export async function finishWorkflow(store: Store, id: string, report: FinishReport, now = new Date()): Promise<Workflow | undefined> {
+export async function finishWorkflow(
+  store: Store,
+  id: string,
+  report: FinishReport | { state: 'timed-out'; error: string },
+  now = new Date(),
+  /** Only finish it if this still holds when the transaction runs (the sweeper re-checks its deadline). */
+  condition: (wf: Workflow) => boolean = () => true,
+): Promise<Workflow | undefined> {
   return mutate(store, (snap) => {
     const wf = snap.get<Workflow>(workflowKey(id));
     if (!wf) return { result: undefined };
     if (!ACTIVE.has(wf.value.state)) throw new WorkflowStateError(wf.value, `workflow ${id} is ${wf.value.state}`);
+    if (!condition(wf.value)) return { result: wf.value };
     const at = now.toISOString();
     const value: Workflow = {
       ...wf.value,
@@ -194,7 +202,7 @@ export async function finishWorkflow(store: Store, id: string, report: FinishRep
         workflow: id,
         mac: value.mac,
         machine: value.machine,
-        message: report.state === 'succeeded' ? `${value.template}@${value.generation} installed` : `failed: ${report.error ?? 'no reason given'}`,
+        message: report.state === 'succeeded' ? `${value.template}@${value.generation} installed` : `${report.state}: ${report.error ?? 'no reason given'}`,
       }),
     );
     return { txn: { compare, put }, result: value };

@@ -10,6 +10,7 @@ import { createMetrics, type TftpStats } from './metrics.js';
 import { bootRoutes } from './routes-boot.js';
 import { agentRoutes } from './routes-agent.js';
 import { apiRoutes } from './routes-api.js';
+import { expireWorkflows } from './timeouts.js';
 
 export interface BootServerDeps {
   store: Store;
@@ -27,6 +28,8 @@ export interface BootServerDeps {
   kernelArgs?: string;
   /** New MACs recorded per source address per minute (default 60). */
   discoveryPerMinute?: number;
+  /** How often running workflows are checked against their timeout (ms, default 5000; 0: never). */
+  timeoutSweepMs?: number;
   /** Agent registrations per source address per minute (default 120). */
   registrationsPerMinute?: number;
   tftpStats?: () => TftpStats;
@@ -90,6 +93,22 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
     if (!fs.existsSync(dir)) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `directory ${dir} (for ${prefix}) does not exist`);
     // @fastify/static serves Range requests and refuses paths outside root.
     await app.register(fastifyStatic, { root: dir, prefix, decorateReply: false, index: false, list: false, dotfiles: 'deny' });
+  }
+
+  // Workflow timeouts, swept while the server runs.
+  const sweepMs = deps.timeoutSweepMs ?? 5000;
+  if (sweepMs > 0) {
+    let sweeper: NodeJS.Timeout | undefined;
+    app.addHook('onReady', async () => {
+      sweeper = setInterval(() => {
+        expireWorkflows(deps.store).then(
+          (ids) => ids.length > 0 && app.log.warn({ workflows: ids }, 'workflows timed out'),
+          (err: unknown) => app.log.error({ err }, 'timeout sweep failed'),
+        );
+      }, sweepMs);
+      sweeper.unref();
+    });
+    app.addHook('onClose', async () => clearInterval(sweeper));
   }
 
   app.get('/healthz', async () => ({ ok: true, revision: await deps.store.read((s) => s.revision) }));

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { buildServer } from '../boot/server.js';
 import { workflowToken } from '../boot/tokens.js';
+import { expireWorkflows } from '../boot/timeouts.js';
 import { applyPlan } from '../reconciler/apply.js';
 import { loadFleet } from '../reconciler/load.js';
 import { readObserved } from '../reconciler/observed.js';
@@ -151,6 +152,32 @@ describe('boot scripts', () => {
     expect(fin.statusCode).toBe(200);
     expect(await record()).toMatchObject({ phase: 'Error', error: 'sha256 mismatch: expected cd…, got 00…' });
     expect((await app.inject({ url: '/boot/52:54:00:ab:cd:01' })).body).toContain('# Dragonfly: discovery');
+  });
+});
+
+describe('workflow timeouts', () => {
+  it('a running workflow past its timeout is timed out, the machine goes to Error, and a late report is refused', async () => {
+    await app.inject({ method: 'POST', url: '/api/v1/agent/register', payload: { mac: MAC, hardware: HARDWARE } });
+    const [wfId] = await applyFleet(FLEET.replace('  actions:', '  timeout: 90s\n  actions:'));
+    const auth = { authorization: `Bearer ${workflowToken(SECRET, wfId!)}` };
+    // Pending workflows do not time out: the machine has not started installing.
+    expect(await expireWorkflows(store, new Date(Date.now() + 3_600_000))).toEqual([]);
+    const started = (await app.inject({ url: `/api/v1/agent/workflows/${wfId}`, headers: auth })).json() as Workflow;
+    expect(started.timeoutSeconds).toBe(90);
+    const startedAt = Date.parse(started.startedAt!);
+    expect(await expireWorkflows(store, new Date(startedAt + 89_000))).toEqual([]);
+    expect(await expireWorkflows(store, new Date(startedAt + 90_000))).toEqual([wfId]);
+
+    const wf = await store.read((s) => s.get<Workflow>(`workflows/${wfId}`)!.value);
+    expect(wf).toMatchObject({ state: 'timed-out', error: 'timed out: still running 90s after Mage started it' });
+    expect(await record()).toMatchObject({ phase: 'Error', error: 'timed out: still running 90s after Mage started it' });
+    const late = await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wfId}/actions/0`, headers: auth, payload: { state: 'succeeded' } });
+    expect(late.statusCode).toBe(409);
+    const lateFinish = await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wfId}/finish`, headers: auth, payload: { state: 'succeeded' } });
+    expect(lateFinish.statusCode).toBe(409);
+    expect((await store.read((s) => s.get<Workflow>(`workflows/${wfId}`)!.value)).state).toBe('timed-out');
+    // Sweeping again changes nothing.
+    expect(await expireWorkflows(store, new Date(startedAt + 999_000))).toEqual([]);
   });
 });
 
