@@ -4,12 +4,8 @@ import type { Workflow } from '../schemas/types.js';
 import type { Store } from '../store/store.js';
 import { WORKFLOWS } from '../store/keys.js';
 
-export interface TftpStats {
-  transfers: number;
-  bytes: number;
-  errors: number;
-  active: number;
-}
+export type { TftpStats } from './tftp/server.js';
+import type { TftpStats } from './tftp/server.js';
 
 export interface BootMetrics {
   registry: Registry;
@@ -39,8 +35,8 @@ export function createMetrics(store: Store, tftpStats?: () => TftpStats): BootMe
     const stat = (name: string, help: string, pick: (s: TftpStats) => number, kind: 'counter' | 'gauge') =>
       new Gauge({ name, help: `${help}${kind === 'counter' ? ' (monotonic)' : ''}`, registers: [registry], collect() { this.set(pick(tftpStats())); } });
     stat('dragonfly_tftp_transfers_total', 'TFTP transfers started', (s) => s.transfers, 'counter');
-    stat('dragonfly_tftp_bytes_total', 'TFTP bytes sent', (s) => s.bytes, 'counter');
-    stat('dragonfly_tftp_errors_total', 'TFTP transfers that ended in an error', (s) => s.errors, 'counter');
+    stat('dragonfly_tftp_bytes_total', 'TFTP payload bytes acknowledged by clients', (s) => s.bytes, 'counter');
+    stat('dragonfly_tftp_errors_total', 'TFTP errors: failed transfers, refused requests, malformed datagrams', (s) => s.errors, 'counter');
     stat('dragonfly_tftp_active_transfers', 'TFTP transfers in progress', (s) => s.active, 'gauge');
   }
   return { registry, requests, bootScripts };

@@ -16,11 +16,16 @@ export const MAX_BLKSIZE = 65464;
 export const DEFAULT_MAX_BLKSIZE = 1468;
 /** RFC 7440 §3: windowsize 1–65535; without the option the window is 1 (RFC 1350 lock-step). */
 export const MAX_WINDOWSIZE = 65535;
-/**
- * Default cap on windowsize. A window is sent as a burst; 64 blocks of 1468 bytes (94 KB) fit the default
- * Linux UDP receive buffer (212992 bytes) of the client, and bound the memory of each transfer.
- */
+/** Default cap on windowsize. */
 export const DEFAULT_MAX_WINDOWSIZE = 64;
+/**
+ * Cap on the payload of one window. A window leaves as one burst, and whatever does not fit the client's
+ * socket receive buffer is dropped at every window, costing a timeout each time. Linux's default buffer is
+ * 212992 bytes, and per-datagram kernel overhead takes up to half of it, so 64 KiB of payload fits with
+ * room to spare: 1468-byte blocks get windows up to 44, 8192-byte blocks up to 8 (measured: atftp asking
+ * 8192 × 16 on loopback lost the window's tail every time; 8192 × 8 loses nothing and is as fast).
+ */
+export const MAX_WINDOW_BYTES = 64 * 1024;
 
 export interface NegotiationLimits {
   /** Largest blksize granted (clamped to 8–65464). */
@@ -38,55 +43,59 @@ export interface TransferParams {
 
 export interface Negotiation {
   params: TransferParams;
-  /** Options to acknowledge, in request order. Empty: send no OACK and start with DATA 1 (RFC 2347 §2). */
+  /** Options to acknowledge, in request order. Empty: no OACK, DATA 1 first (RFC 2347, Negotiation Protocol). */
   oack: TftpOption[];
 }
 
 /**
- * Decide which of a read request's options to accept. Unknown or malformed options are ignored (RFC 2347
- * §2: the server omits options it does not support); when an option repeats, the first one counts.
+ * Decide which of a read request's options to accept. Unknown or malformed options are ignored (RFC 2347,
+ * Negotiation Protocol: the server omits options it does not support); of a repeated option, the first
+ * valid one counts.
  */
 export function negotiateOptions(requested: readonly TftpOption[], fileSize: number, limits: NegotiationLimits): Negotiation {
-  const params: TransferParams = { blksize: DEFAULT_BLKSIZE, windowsize: 1 };
-  const oack: TftpOption[] = [];
-  const seen = new Set<string>();
   const maxBlksize = clamp(limits.maxBlksize, MIN_BLKSIZE, MAX_BLKSIZE);
   const maxWindowsize = clamp(limits.maxWindowsize, 1, MAX_WINDOWSIZE);
 
+  // First the valid requests, first occurrence of each name, in request order.
+  const valid: { name: KnownOption; n: number }[] = [];
   for (const { name, value } of requested) {
-    if (seen.has(name)) continue;
     const n = decimal(value);
-    switch (name) {
-      case 'blksize':
-        // RFC 2348: the server may answer a smaller value than requested, never a larger one.
-        if (n === undefined || n < MIN_BLKSIZE) continue;
-        params.blksize = Math.min(n, maxBlksize);
-        oack.push({ name, value: String(params.blksize) });
-        break;
-      case 'timeout':
-        // RFC 2349 §2: 1–255 seconds; if accepted, the server echoes the same value.
-        if (n === undefined || n < 1 || n > 255) continue;
-        params.timeoutMs = n * 1000;
-        oack.push({ name, value: String(n) });
-        break;
-      case 'tsize':
-        // RFC 2349 §3: in a read request the client sends 0 and the server answers the file's size.
-        if (n === undefined) continue;
-        oack.push({ name, value: String(fileSize) });
-        break;
-      case 'windowsize':
-        // RFC 7440 §3: 1–65535; the server may answer a smaller value.
-        if (n === undefined || n < 1 || n > MAX_WINDOWSIZE) continue;
-        params.windowsize = Math.min(n, maxWindowsize);
-        oack.push({ name, value: String(params.windowsize) });
-        break;
-      default:
-        continue; // RFC 2347 §2: unknown options are ignored
-    }
-    seen.add(name);
+    if (n === undefined || !isKnown(name) || valid.some((v) => v.name === name) || !VALID[name](n)) continue;
+    valid.push({ name, n });
   }
-  return { params, oack };
+  const asked = (name: KnownOption) => valid.find((v) => v.name === name)?.n;
+
+  // Then the granted values; the window depends on the block size, whatever the order of the options.
+  const blksizeAsked = asked('blksize');
+  const windowAsked = asked('windowsize');
+  const timeoutAsked = asked('timeout');
+  // RFC 2348: the server may answer a smaller blksize than requested, never a larger one.
+  const blksize = blksizeAsked === undefined ? DEFAULT_BLKSIZE : Math.min(blksizeAsked, maxBlksize);
+  // RFC 7440 §3: likewise for windowsize; a window's payload also stays within MAX_WINDOW_BYTES.
+  const windowsize =
+    windowAsked === undefined ? 1 : Math.min(windowAsked, maxWindowsize, Math.max(1, Math.floor(MAX_WINDOW_BYTES / blksize)));
+  const granted: Record<KnownOption, number> = {
+    blksize,
+    windowsize,
+    timeout: timeoutAsked ?? 0, // RFC 2349, Timeout Interval Option: if accepted, the server echoes the same value
+    tsize: fileSize, // RFC 2349, Transfer Size Option: in a read request the client sends 0 and the server answers the size
+  };
+  const params: TransferParams = { blksize, windowsize };
+  if (timeoutAsked !== undefined) params.timeoutMs = timeoutAsked * 1000;
+  return { params, oack: valid.map(({ name }) => ({ name, value: String(granted[name]) })) };
 }
+
+type KnownOption = 'blksize' | 'timeout' | 'tsize' | 'windowsize';
+
+/** Values a client may ask for; anything else makes the option invalid, and it is ignored. */
+const VALID: Record<KnownOption, (n: number) => boolean> = {
+  blksize: (n) => n >= MIN_BLKSIZE, // RFC 2348: 8–65464; larger requests are answered with the cap
+  timeout: (n) => n >= 1 && n <= 255, // RFC 2349, Timeout Interval Option: 1–255 seconds
+  tsize: () => true, // RFC 2349, Transfer Size Option: 0 in a read request; any size is answered with the real one
+  windowsize: (n) => n >= 1 && n <= MAX_WINDOWSIZE, // RFC 7440 §3: 1–65535
+};
+
+const isKnown = (name: string): name is KnownOption => Object.hasOwn(VALID, name);
 
 /** A plain decimal number (no sign, no spaces, no exponent); undefined otherwise. */
 function decimal(s: string): number | undefined {

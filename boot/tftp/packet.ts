@@ -1,10 +1,10 @@
-// TFTP packets (RFC 1350 §5, RFC 2347 §2 for options and the OACK): pure encode and decode.
+// TFTP packets (RFC 1350 §5, RFC 2347 "Packet Formats" for options and the OACK): pure encode and decode.
 // Decoding is total: any datagram yields either a packet or a typed DecodeError, never an exception.
 
-/** RFC 1350 §5 opcodes, plus OACK from RFC 2347 §2. */
+/** RFC 1350 §5 opcodes, plus OACK from RFC 2347. */
 export const OPCODE = { RRQ: 1, WRQ: 2, DATA: 3, ACK: 4, ERROR: 5, OACK: 6 } as const;
 
-/** RFC 1350 appendix error codes, plus 8 from RFC 2347 §2. */
+/** RFC 1350 appendix error codes, plus 8 from RFC 2347. */
 export const TFTP_ERROR = {
   NOT_DEFINED: 0,
   FILE_NOT_FOUND: 1,
@@ -17,7 +17,7 @@ export const TFTP_ERROR = {
   OPTION_REFUSED: 8,
 } as const;
 
-/** One option in request order; names are lower-cased (RFC 2347 §2: option names are case-insensitive). */
+/** One option in request order; names are lower-cased (RFC 2347: option names are case-insensitive). */
 export interface TftpOption {
   name: string;
   value: string;
@@ -88,7 +88,7 @@ export function decodePacket(buf: Uint8Array): DecodeResult {
   }
 }
 
-// RFC 1350 §5 + RFC 2347 §2: | opcode | filename | 0 | mode | 0 | opt1 | 0 | value1 | 0 | ... |
+// RFC 1350 §5 + RFC 2347 Packet Formats: | opcode | filename | 0 | mode | 0 | opt1 | 0 | value1 | 0 | ... |
 function decodeRequest(buf: Uint8Array, opcode: number): DecodeResult {
   const nameEnd = buf.indexOf(0, 2);
   if (nameEnd === -1) return fail('unterminated-string', opcode, 'filename is not NUL-terminated');
@@ -146,7 +146,7 @@ const fail = (reason: DecodeErrorReason, opcode: number | undefined, message: st
 
 // ---- encoding ----
 
-/** RRQ or WRQ (RFC 1350 §5), options appended as in RFC 2347 §2. */
+/** RRQ or WRQ (RFC 1350 §5), options appended as in RFC 2347 Packet Formats. */
 export function encodeRequest(op: 'RRQ' | 'WRQ', filename: string, mode = 'octet', options: readonly TftpOption[] = []): Buffer {
   const parts = [filename, mode, ...options.flatMap((o) => [o.name, o.value])];
   return Buffer.concat([u16(op === 'RRQ' ? OPCODE.RRQ : OPCODE.WRQ), ...parts.map(cString)]);
@@ -172,7 +172,7 @@ export function encodeError(code: number, message: string): Buffer {
   return Buffer.concat([u16(OPCODE.ERROR), u16(code & 0xffff), cString(message)]);
 }
 
-/** RFC 2347 §2: | 6 | opt1 | 0 | value1 | 0 | ... | */
+/** RFC 2347 Packet Formats: | 6 | opt1 | 0 | value1 | 0 | ... | */
 export function encodeOack(options: readonly TftpOption[]): Buffer {
   return Buffer.concat([u16(OPCODE.OACK), ...options.flatMap((o) => [cString(o.name), cString(o.value)])]);
 }

@@ -20,9 +20,13 @@ export interface TftpServerOptions {
   maxBlksize?: number;
   /** Largest windowsize granted (RFC 7440). Default 64. */
   maxWindowsize?: number;
-  /** Retransmissions without progress before a transfer is given up. Default 5. */
+  /** Timeouts at the longest wait (`timeoutMs`), in a row, before a transfer is given up. Default 5. */
   retries?: number;
-  /** Retransmission timeout when the client negotiated none (RFC 2349). Default 1000 ms. */
+  /**
+   * Longest wait for an ACK before retransmitting, and the first wait. Once a round trip is measured the
+   * wait adapts (RFC 1123 §4.2.3.2) between 50 ms and this, backing off on each timeout. A client's RFC 2349
+   * timeout option replaces it for that transfer. Default 1000 ms.
+   */
   timeoutMs?: number;
   log?: TftpLog;
 }
@@ -34,7 +38,7 @@ export interface TftpStats {
   active: number;
   /** Payload bytes acknowledged by clients (retransmissions are not counted twice). */
   bytes: number;
-  /** Refused requests, malformed or misdirected datagrams, and transfers that failed or were aborted by the client. */
+  /** Refused requests, malformed datagrams, and transfers that failed or that the client aborted. */
   errors: number;
 }
 
@@ -59,9 +63,9 @@ interface Slot {
 }
 
 export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServer> {
-  const maxTransfers = positiveInteger('maxTransfers', opts.maxTransfers ?? 200, 1);
-  const retries = positiveInteger('retries', opts.retries ?? 5, 0);
-  const timeoutMs = positiveInteger('timeoutMs', opts.timeoutMs ?? 1000, 1);
+  const maxTransfers = integerAtLeast('maxTransfers', opts.maxTransfers ?? 200, 1);
+  const retries = integerAtLeast('retries', opts.retries ?? 5, 0);
+  const timeoutMs = integerAtLeast('timeoutMs', opts.timeoutMs ?? 1000, 1);
   const limits = {
     maxBlksize: inRange('maxBlksize', opts.maxBlksize ?? DEFAULT_MAX_BLKSIZE, MIN_BLKSIZE, MAX_BLKSIZE),
     maxWindowsize: inRange('maxWindowsize', opts.maxWindowsize ?? DEFAULT_MAX_WINDOWSIZE, 1, MAX_WINDOWSIZE),
@@ -85,7 +89,12 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       log?.error({ err: String(err), from: peerText(rinfo) }, 'tftp: request handling failed');
     }
   });
-  await bindSocket(main, opts.port, host);
+  try {
+    await bindSocket(main, opts.port, host);
+  } catch (err) {
+    main.close();
+    throw err; // EADDRINUSE, EACCES (port 69 without privilege)…: the caller names the flag to change
+  }
   const bound = main.address();
 
   function onDatagram(msg: Buffer, rinfo: RemoteInfo): void {
@@ -109,8 +118,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       case 'ERROR':
         return; // RFC 1350 §7: an error is never answered
       default:
-        // DATA, ACK and OACK belong on a transfer's own port (RFC 1350 §4), not on the request port.
-        counters.errors++;
+        // DATA, ACK and OACK belong on a transfer's own port (RFC 1350 §4). Not an error worth counting:
+        // tftp-hpa, for one, ACKs the ERROR that refused its request, to the port the ERROR came from.
         log?.debug({ from: peerText(rinfo), op: packet.op }, 'tftp: misdirected packet on the request port');
     }
   }
@@ -246,7 +255,7 @@ function bindSocket(socket: Socket, port: number, address: string): Promise<void
 
 const peerText = (p: { address: string; port: number }) => `${p.address}:${p.port}`;
 
-function positiveInteger(name: string, value: number, min: number): number {
+function integerAtLeast(name: string, value: number, min: number): number {
   if (!Number.isInteger(value) || value < min) throw new RangeError(`startTftpServer: ${name} must be an integer ≥ ${min}, got ${value}`);
   return value;
 }

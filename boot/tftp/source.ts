@@ -108,7 +108,7 @@ function fileOfHandle(handle: fs.FileHandle, size: number): TftpFile {
 
 function missingOrThrow(e: unknown, name: string): undefined {
   const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+  if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return undefined;
   if (code === 'EACCES' || code === 'EPERM') throw new TftpAccessError('permission', name);
   if (code === 'ELOOP') throw new TftpAccessError('outside-root', name);
   throw e;

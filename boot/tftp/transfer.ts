@@ -22,6 +22,7 @@ export type TransferOutcome =
   | 'timeout' // no progress after the last retry
   | 'read-error' // the source failed, or the file shrank under the transfer
   | 'protocol-error' // the client sent a packet that has no place in a read transfer
+  | 'socket-error' // the transfer's socket failed
   | 'superseded' // the same client restarted its request from the same port
   | 'closed'; // the server is shutting down
 
@@ -42,8 +43,12 @@ export interface TransferConfig {
   onProgress(bytes: number): void;
 }
 
-/** Bytes read from the source per read call; a window larger than this is read in several chunks. */
-const READ_CHUNK = 256 * 1024;
+/**
+ * Bytes read ahead from the source: one read serves several windows, so a lock-step transfer answers most
+ * ACKs at once instead of waiting for the file system. A window is at most 64 KiB (options.ts), so one read
+ * always covers a whole window.
+ */
+const READ_AHEAD = 128 * 1024;
 
 export class Transfer {
   readonly done: Promise<TransferOutcome>;
@@ -61,6 +66,8 @@ export class Transfer {
   private timer: NodeJS.Timeout | undefined;
   /** The last (re)send: its last block, when it left, and whether it held only new blocks (for RTT samples). */
   private pass = { end: 0, sentAt: 0, fresh: false };
+  /** File bytes from `start`; never written after the read, so slices may still sit in dgram's send queue. */
+  private cache = { start: 0, bytes: Buffer.alloc(0) };
 
   constructor(private readonly cfg: TransferConfig) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
@@ -69,7 +76,7 @@ export class Transfer {
     const negotiated = cfg.params.timeoutMs;
     this.rto = negotiated === undefined ? new RetransmitTimer(cfg.timeoutMs) : new RetransmitTimer(negotiated, negotiated);
     cfg.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    cfg.socket.on('error', (err) => this.fail('read-error', TFTP_ERROR.NOT_DEFINED, 'socket error', { err: err.message }));
+    cfg.socket.on('error', (err) => this.fail('socket-error', TFTP_ERROR.NOT_DEFINED, 'socket error', { err: err.message }));
   }
 
   /** True once the client has acknowledged anything: a repeated request is then a restart, not a retransmission. */
@@ -122,7 +129,7 @@ export class Transfer {
 
   private onAck(wire: number): void {
     if (this.phase === 'oack') {
-      // RFC 2347 §2: the client acknowledges the OACK with ACK 0; then DATA 1 follows.
+      // RFC 2347 Negotiation Protocol: the client acknowledges the OACK with ACK 0; then DATA 1 follows.
       if (wire !== 0) return;
       this.phase = 'data';
       this.progress(0);
@@ -154,37 +161,49 @@ export class Transfer {
     this.arm();
   }
 
-  /** Send blocks `first`..end of window, reading the file in chunks, then wait for an ACK. */
+  /** Send blocks `first`..end of window, then wait for an ACK. */
   private async sendWindow(first: number): Promise<void> {
     const epoch = ++this.epoch;
     this.disarm();
-    const { socket, peer, file, params } = this.cfg;
+    const { socket, peer, params } = this.cfg;
     const { blksize } = params;
     const last = windowEnd(first, params.windowsize, this.total);
     const fresh = first > this.highestSent;
-    const perChunk = Math.max(1, Math.floor(READ_CHUNK / blksize));
-    try {
-      for (let block = first; block <= last; ) {
-        const count = Math.min(last - block + 1, perChunk);
-        const position = blockOffset(block, blksize);
-        const expected = Math.max(0, Math.min(count * blksize, file.size - position));
-        // A fresh buffer per chunk: dgram may still hold the previous one until its send completes.
-        const buf = Buffer.allocUnsafe(expected);
-        const got = await readFully(file, buf, position);
-        if (epoch !== this.epoch || this.phase === 'ended') return;
-        if (got < expected) return this.fail('read-error', TFTP_ERROR.NOT_DEFINED, 'file changed during the transfer');
-        for (let i = 0; i < count; i++) {
-          const payload = buf.subarray(Math.min(i * blksize, expected), Math.min((i + 1) * blksize, expected));
-          sendDatagram(socket, [encodeDataHeader(block + i), payload], peer);
-        }
-        block += count;
-        this.highestSent = Math.max(this.highestSent, block - 1);
+    const start = blockOffset(first, blksize);
+    const end = Math.min(this.cfg.file.size, blockOffset(last + 1, blksize));
+    let data = this.cached(start, end);
+    if (!data) {
+      try {
+        data = await this.readAhead(start, end);
+      } catch (err) {
+        if (epoch === this.epoch) this.fail('read-error', TFTP_ERROR.NOT_DEFINED, 'read error', { err: String(err) });
+        return;
       }
-      this.pass = { end: last, sentAt: performance.now(), fresh };
-      this.arm();
-    } catch (err) {
-      if (epoch === this.epoch) this.fail('read-error', TFTP_ERROR.NOT_DEFINED, 'read error', { err: String(err) });
+      if (epoch !== this.epoch || this.phase === 'ended') return;
+      if (!data) return this.fail('read-error', TFTP_ERROR.NOT_DEFINED, 'file changed during the transfer');
     }
+    for (let block = first; block <= last; block++) {
+      const from = blockOffset(block, blksize) - start;
+      const payload = data.subarray(Math.min(from, data.length), Math.min(from + blksize, data.length));
+      sendDatagram(socket, [encodeDataHeader(block), payload], peer);
+    }
+    this.highestSent = Math.max(this.highestSent, last);
+    this.pass = { end: last, sentAt: performance.now(), fresh };
+    this.arm();
+  }
+
+  private cached(start: number, end: number): Buffer | undefined {
+    const { start: at, bytes } = this.cache;
+    return start >= at && end <= at + bytes.length ? bytes.subarray(start - at, end - at) : undefined;
+  }
+
+  /** Read `start`..`end` and beyond (READ_AHEAD); undefined when the file turned out shorter than its size. */
+  private async readAhead(start: number, end: number): Promise<Buffer | undefined> {
+    const length = Math.min(this.cfg.file.size - start, Math.max(end - start, READ_AHEAD));
+    const bytes = Buffer.allocUnsafe(length); // a new buffer: the previous one may still be queued for sending
+    if ((await readFully(this.cfg.file, bytes, start)) < length) return undefined;
+    this.cache = { start, bytes };
+    return bytes.subarray(0, end - start);
   }
 
   private arm(): void {
@@ -247,11 +266,13 @@ export class Transfer {
 }
 
 /** Send without throwing: a lost datagram is what retransmission is for. */
-export function sendDatagram(socket: Socket, msg: Buffer | Buffer[], to: { address: string; port: number }, done: () => void = noop): void {
+export function sendDatagram(socket: Socket, msg: Buffer | Buffer[], to: { address: string; port: number }, done?: () => void): void {
   try {
-    socket.send(msg, to.port, to.address, done);
+    // Without a callback, dgram drops send errors silently, and saves an allocation per datagram.
+    if (done) socket.send(msg, to.port, to.address, done);
+    else socket.send(msg, to.port, to.address);
   } catch {
-    done(); // the socket is already closed
+    done?.(); // the socket is already closed
   }
 }
 
@@ -267,4 +288,3 @@ async function readFully(file: TftpFile, buf: Buffer, position: number): Promise
 
 const peerText = (p: { address: string; port: number }) => `${p.address}:${p.port}`;
 
-const noop = () => {};

@@ -1,0 +1,20 @@
+// writefile: put a file with content, mode and owner into the filesystem on a partition, without
+// mounting (debugfs / mtools, see fs-tools.ts), so it works on a disk image too.
+import { partitionLocation } from '../disk-layout.js';
+import { writeFileInFs } from './fs-tools.js';
+
+export interface WriteFileParams {
+  partition: number;
+  path: string;
+  content: string;
+  mode?: string;
+  uid?: number;
+  gid?: number;
+}
+
+export async function runWriteFile(params: WriteFileParams, disk: string): Promise<{ bytes: number }> {
+  const loc = await partitionLocation(disk, params.partition);
+  const content = Buffer.from(params.content, 'utf8');
+  await writeFileInFs(loc, { path: params.path, content, mode: parseInt(params.mode ?? '0644', 8), uid: params.uid ?? 0, gid: params.gid ?? 0 });
+  return { bytes: content.length };
+}
