@@ -40,19 +40,21 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
     });
 
     // Record the sighting. An unknown MAC becomes Discovered at once (within a per-source budget);
-    // a known one's seen-time joins the next batch.
-    const info = {
-      source: 'pxe' as const,
-      ip: req.ip,
-      ...(q.arch && ARCH.test(q.arch) ? { arch: q.arch } : {}),
-      ...(platform ? { platform } : {}),
-      ...(q.uuid && UUID.test(q.uuid) ? { uuid: q.uuid.toLowerCase() } : {}),
-    };
-    if (!rec) {
-      const created = await recordSeen(deps.store, mac, info, { createAllowed: discoveryLimit.take(req.ip) });
-      if (created.created) req.log.info({ mac, name: created.record?.memorableName, ip: req.ip }, 'machine discovered');
-    } else {
-      seen.add({ mac, lastSeen: new Date().toISOString(), ...info });
+    // a known one's seen-time joins the next batch, at most every 30 s per machine.
+    if (!rec || seen.wants(mac)) {
+      const info = {
+        source: 'pxe' as const,
+        ip: req.ip,
+        ...(q.arch && ARCH.test(q.arch) ? { arch: q.arch } : {}),
+        ...(platform ? { platform } : {}),
+        ...(q.uuid && UUID.test(q.uuid) ? { uuid: q.uuid.toLowerCase() } : {}),
+      };
+      if (!rec) {
+        const created = await recordSeen(deps.store, mac, info, { createAllowed: discoveryLimit.take(req.ip) });
+        if (created.created) req.log.info({ mac, name: created.record?.memorableName, ip: req.ip }, 'machine discovered');
+      } else {
+        seen.add({ mac, lastSeen: new Date().toISOString(), ...info });
+      }
     }
 
     const fate = bootFateFor(rec, wf);

@@ -20,8 +20,13 @@ export class SeenBatch {
     this.timer.unref();
   }
 
+  /** Whether a sighting of `mac` now would be written (cheap: called on every PXE request). */
+  wants(mac: string, now = Date.now()): boolean {
+    return now - (this.written.get(mac) ?? 0) >= PER_MACHINE_MS;
+  }
+
   add(record: Omit<SeenRecord, 'firstSeen'>, now = Date.now()): void {
-    if (now - (this.written.get(record.mac) ?? 0) < PER_MACHINE_MS) return;
+    if (!this.wants(record.mac, now)) return;
     if (this.written.size > 200_000) this.written.clear();
     this.written.set(record.mac, now);
     this.pending.set(record.mac, record);

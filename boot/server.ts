@@ -67,8 +67,10 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
   });
   const metrics = createMetrics(deps.store, deps.tftpStats);
 
-  app.addHook('onResponse', async (req, reply) => {
+  // A callback hook, not an async one: it runs on every PXE request.
+  app.addHook('onResponse', (req, reply, done) => {
     metrics.requests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
+    done();
   });
 
   // Errors a client caused are 4xx with a code; anything else is ours: 500, logged, never echoed.

@@ -751,6 +751,22 @@ describe('planFleet: drift in hardware', () => {
   });
 });
 
+describe('planFleet: a disk Mage could not read', () => {
+  it('counts as holding data: a reimage that says the contents are unknown, blocked when protected', () => {
+    const unreadable = (mac: string) => hardware([{ name: 'vda', path: '/dev/vda', sizeBytes: 64 * GB }], [mac]);
+    const fleet = webFleet([web(1), web(2, { protected: true })]);
+    const observed = buildObserved({
+      machines: [
+        registered(fleet, 'web-01', { hardware: unreadable(macOf(1)), modRevision: 3 }),
+        registered(fleet, 'web-02', { hardware: unreadable(macOf(2)), modRevision: 4 }),
+      ],
+    });
+    const p = plan(fleet, observed);
+    expect(p.changes.map((c) => [c.action, c.machine.name, c.wipes])).toEqual([['reimage', 'web-01', ['/dev/vda: contents unknown (Mage could not read the disk)']]]);
+    expect(p.notes.map((n) => [n.kind, n.machine?.name])).toEqual([['blocked', 'web-02']]);
+  });
+});
+
 describe('planFleet: an install disk Mage did not report', () => {
   it('blocks the install instead of writing to a disk nobody has seen (fail closed)', () => {
     const fleet = webFleet([web(1, { disk: '/dev/sdz' })]);

@@ -52,6 +52,8 @@ function diffRecord(rec: MachineRecord, want: ReturnType<typeof desiredRecord>):
 function contentsOf(hw: HardwareReport, disk: string): string[] {
   const d = hw.disks.find((x) => devicePath(x) === disk || `/dev/${x.name}` === disk);
   if (!d) return [];
+  // Fail closed: a disk whose table Mage could not read may hold anything; it is not "blank".
+  if (d.table === undefined && !d.fstype && !(d.partitions?.length)) return [`${disk}: contents unknown (Mage could not read the disk)`];
   const parts = (d.partitions ?? []).map(
     (p) => `${p.name}${p.fstype ? ` (${p.fstype}${p.label ? ` "${p.label}"` : ''})` : ''}`,
   );

@@ -46,8 +46,8 @@ export interface PolicyConfig {
   ipxeHttpPath?: string;
   /**
    * Also chainload clients whose ROM already is iPXE (QEMU, Proxmox VMs) into our binary, once per MAC:
-   * their first DHCP round gets the binary, the next one (the binary's own) the script. Needs the server's
-   * per-MAC memory because the ROM and the binary are the same iPXE and send identical options.
+   * their first DHCP transaction gets the binary, the next one (the binary's own, with a new xid) the script.
+   * Needs the server's per-MAC memory: the ROM and the binary are the same iPXE and send identical options.
    * Off by default: an iPXE ROM can run the script directly.
    */
   chainloadIpxeRoms?: boolean;
@@ -58,7 +58,7 @@ export interface RequestContext {
   port: 'dhcp' | 'pxe';
   /** 'proxy' answers next to another DHCP server and leases nothing; 'full' (test-only) leases too. */
   mode: 'proxy' | 'full';
-  /** The server handed this MAC the iPXE binary moments ago (only used with chainloadIpxeRoms). */
+  /** The server handed this MAC the iPXE binary moments ago, in another DHCP transaction (only used with chainloadIpxeRoms). */
   chainedRecently?: boolean;
 }
 
@@ -130,6 +130,8 @@ export function decide(request: DhcpPacket, config: PolicyConfig, context: Reque
   }
 
   const file = bootfileFor(arch, config.bootfiles);
+  // An iPXE ROM we have no binary for can still run the script itself.
+  if (!file && isIpxe) return { answer: true, info, client: 'ipxe', arch, bootfile: joinUrl(config.httpUrl, config.scriptPath ?? '/boot.ipxe'), stage: 'script', replyType };
   if (!file) return silent(`no bootfile configured for client architecture ${arch}`);
   const client: ClientKind = isIpxe ? 'ipxe' : isHttp ? 'http' : 'pxe';
   // UEFI HTTP boot fetches a URL; a plain file name becomes one under ipxeHttpPath.
@@ -224,6 +226,7 @@ export function configProblems(config: PolicyConfig): string[] {
     }
   }
   if (!isUrl(config.httpUrl)) problems.push(`httpUrl ${JSON.stringify(config.httpUrl)} is not an http(s) URL such as http://10.0.0.1:8080`);
+  if (!config.bootfiles?.bios || !config.bootfiles?.efi64) problems.push('bootfiles.bios and bootfiles.efi64 are required (e.g. undionly.kpxe and ipxe.efi)');
   const files = Object.entries(config.bootfiles ?? {}).flatMap(([k, v]) => (k === 'byArch' ? Object.values(v as Record<string, string>) : [v]));
   for (const f of files) {
     if (typeof f !== 'string' || f.length === 0 || Buffer.byteLength(f, 'latin1') > 255 || /[\0\s]/.test(f)) {

@@ -1,5 +1,5 @@
 // Dragonfly's proxyDHCP on UDP 67 and 4011 (node:dgram): answers PXE clients next to an existing DHCP
-// server and never leases an address. `mode: 'full'` adds a test-only lease pool (test-lease-pool.ts) for
+// server and never leases an address. `mode: 'full'` adds a test-only lease pool (lease-pool.ts) for
 // network-namespace tests where no other DHCP server exists.
 //
 // Sockets: broadcasts to 255.255.255.255:67 reach only a socket bound to 0.0.0.0, and replies must leave
@@ -21,7 +21,7 @@ import {
   type DhcpPacket,
 } from './packet.js';
 import { configProblems, decide, replyFor, type PolicyConfig, type RequestContext } from './policy.js';
-import { TestLeasePool, type TestPoolConfig } from './test-lease-pool.js';
+import { TestLeasePool, type TestPoolConfig } from './lease-pool.js';
 
 /** pino-compatible: `log.info({ mac }, 'offer')`. */
 export interface DhcpLog {
@@ -109,6 +109,7 @@ export async function startProxyDhcp(opts: StartProxyDhcpOptions): Promise<Proxy
     throw e;
   }
   for (const s of sockets) s.on('error', (err) => log.line('error', 'warn', { err: err.message }, 'proxyDHCP socket error'));
+  if (mode === 'full') opts.log?.warn({ pool: opts.pool }, "DHCP in TEST-ONLY full mode: leasing addresses; never run this next to a real DHCP server");
 
   function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo, via: 'dhcp' | 'pxe'): void {
     stats.received++;
@@ -137,7 +138,7 @@ export async function startProxyDhcp(opts: StartProxyDhcpOptions): Promise<Proxy
       return;
     }
 
-    const context: RequestContext = { port: via, mode, chainedRecently: chained.has(mac) };
+    const context: RequestContext = { port: via, mode, chainedRecently: chained.chainedBefore(mac, req.xid) };
     const d = decide(req, config, context);
     if (!d.answer) {
       stats.ignored++;
@@ -172,15 +173,13 @@ export async function startProxyDhcp(opts: StartProxyDhcpOptions): Promise<Proxy
       stats.leases = pool.size;
     }
 
-    if (d.replyType === MESSAGE_TYPE.ACK) {
-      stats.acks++;
-      // Remember the ACKed binary so that the binary's own DHCP round (same options: it is the same iPXE) gets the script.
-      if (answer.client === 'ipxe' && answer.stage === 'binary') chained.mark(mac);
-    } else {
-      stats.offers++;
-    }
+    if (d.replyType === MESSAGE_TYPE.ACK) stats.acks++;
+    else stats.offers++;
+    // Any firmware handed our binary: its DHCP round comes next with user class iPXE, and behind an iPXE ROM
+    // with exactly the ROM's options; only this memory tells it apart (config.chainloadIpxeRoms).
+    if (answer.stage === 'binary') chained.mark(mac, req.xid);
     const to = destination(req, via, rinfo, false);
-    log.line('answer', 'info', { mac, via, type: d.replyType === MESSAGE_TYPE.ACK ? 'ACK' : 'OFFER', client: answer.client, arch: answer.arch, bootfile: answer.bootfile, ...(reply.yiaddr !== ZERO ? { ip: reply.yiaddr } : {}), to: `${to.address}:${to.port}` }, 'PXE answer');
+    log.line('answer', 'info', { mac, xid: req.xid.toString(16).padStart(8, '0'), via, type: d.replyType === MESSAGE_TYPE.ACK ? 'ACK' : 'OFFER', client: answer.client, arch: answer.arch, bootfile: answer.bootfile, ...(reply.yiaddr !== ZERO ? { ip: reply.yiaddr } : {}), to: `${to.address}:${to.port}` }, 'PXE answer');
     send(via === 'pxe' ? pxe : dhcpIf, reply, to);
   }
 
@@ -202,12 +201,16 @@ export async function startProxyDhcp(opts: StartProxyDhcpOptions): Promise<Proxy
     });
   }
 
+  let closed: Promise<void> | undefined;
   return {
     ports,
     stats: () => ({ ...stats }),
-    close: async () => {
-      log.flush();
-      await closeAll();
+    close: () => {
+      if (!closed) {
+        log.flush();
+        closed = closeAll();
+      }
+      return closed;
     },
   };
 }
@@ -259,23 +262,32 @@ function bind(address: string, port: number, sockets: dgram.Socket[]): Promise<d
   });
 }
 
-/** MACs handed the iPXE binary, forgotten after `windowMs`; bounded so spoofed MACs cannot grow it without limit. */
+/**
+ * MACs handed the iPXE binary, with the DHCP transaction (xid) that got it. Another transaction of the same
+ * MAC within `windowMs` is the binary's own DHCP (a new iPXE picks a new xid); the same xid is the ROM
+ * retransmitting or completing its session, which must keep getting the binary. Marked on the answer itself,
+ * OFFER or ACK: behind a proxy, iPXE boots from the ProxyDHCP offer and never sends us a REQUEST.
+ * Bounded so that spoofed MACs cannot grow it without limit.
+ */
 class ChainMemory {
-  private readonly marks = new Map<string, number>();
+  private readonly marks = new Map<string, { xid: number; at: number }>();
   constructor(private readonly windowMs: number, private readonly max = 4096, private readonly now = () => Date.now()) {}
 
-  mark(mac: string): void {
+  mark(mac: string, xid: number): void {
     this.marks.delete(mac);
     if (this.marks.size >= this.max) this.marks.delete(this.marks.keys().next().value!);
-    this.marks.set(mac, this.now());
+    this.marks.set(mac, { xid, at: this.now() });
   }
 
-  has(mac: string): boolean {
-    const at = this.marks.get(mac);
-    if (at === undefined) return false;
-    if (this.now() - at <= this.windowMs) return true;
-    this.marks.delete(mac);
-    return false;
+  /** True when `mac` got the binary in another transaction than `xid`, recently. */
+  chainedBefore(mac: string, xid: number): boolean {
+    const m = this.marks.get(mac);
+    if (m === undefined) return false;
+    if (this.now() - m.at >= this.windowMs) {
+      this.marks.delete(mac);
+      return false;
+    }
+    return m.xid !== xid;
   }
 }
 

@@ -1,0 +1,95 @@
+// The Mage agent: register the hardware, follow the server's instruction, run the workflow it was
+// booted for, report progress, and keep going through network failures and server restarts.
+import fs from 'node:fs';
+import type { ActionReport, HardwareReport, RegisterResponse, Workflow } from '../schemas/types.js';
+import { runWorkflow, type RunOutcome } from './workflow-runner.js';
+
+export interface AgentOptions {
+  server: string;
+  mac: string;
+  workflow?: string;
+  token?: string;
+  /** Collects the hardware report (inventory under a root in tests). */
+  inventory: () => Promise<HardwareReport>;
+  /** Overrides the workflow's install disk (a disk image in tests). */
+  disk?: string;
+  dryRunKexec?: boolean;
+  /** What to do on `reboot` / `localboot`; the default stops the agent and returns the instruction. */
+  log?: (line: string) => void;
+  /** Give up after this many consecutive failed attempts at one call (default: never). */
+  maxAttempts?: number;
+}
+
+export class AgentError extends Error {}
+
+/** dragonfly.url / .mac / .workflow / .token from a kernel command line. */
+export function parseCmdline(cmdline: string): Partial<Record<'url' | 'mac' | 'workflow' | 'token', string>> {
+  const out: Partial<Record<'url' | 'mac' | 'workflow' | 'token', string>> = {};
+  for (const word of cmdline.trim().split(/\s+/)) {
+    const m = /^dragonfly\.(url|mac|workflow|token)=(\S+)$/.exec(word);
+    if (m) out[m[1] as 'url'] = m[2];
+  }
+  return out;
+}
+
+export function readCmdline(file = '/proc/cmdline'): ReturnType<typeof parseCmdline> {
+  try {
+    return parseCmdline(fs.readFileSync(file, 'utf8'));
+  } catch {
+    return {};
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One HTTP call, retried with exponential backoff (capped at 30 s) while the server is unreachable or failing. */
+async function call<T>(opts: AgentOptions, method: 'GET' | 'POST', path: string, body?: unknown, token?: string): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const res = await fetch(opts.server.replace(/\/+$/, '') + path, {
+        method,
+        headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+      const text = await res.text();
+      if (res.status >= 500 || res.status === 429) throw new Error(`HTTP ${res.status}`);
+      if (!res.ok) throw new AgentError(`${method} ${path}: HTTP ${res.status}: ${text.slice(0, 500)}`);
+      return JSON.parse(text) as T;
+    } catch (e) {
+      if (e instanceof AgentError) throw e;
+      if (opts.maxAttempts !== undefined && attempt + 1 >= opts.maxAttempts) throw new AgentError(`${method} ${path}: ${(e as Error).message}`);
+      const wait = Math.min(1000 * 2 ** attempt, 30_000);
+      opts.log?.(`${opts.server} unreachable (${(e as Error).message}); retrying in ${wait / 1000} s`);
+      await sleep(wait);
+    }
+  }
+}
+
+/** Run until the server says reboot or localboot; returns that instruction (the caller reboots). */
+export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'reboot' | 'localboot'; outcome?: RunOutcome }> {
+  let outcome: RunOutcome | undefined;
+  let ran = false;
+  for (;;) {
+    const hardware = await opts.inventory();
+    const reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', { mac: opts.mac, hardware, ...(opts.workflow && !ran ? { workflow: opts.workflow } : {}) }, ran ? undefined : opts.token);
+    opts.log?.(`registered as ${reg.name} (${reg.memorableName}): ${reg.instruction}${reg.workflow ? ` ${reg.workflow}` : ''}`);
+    if (reg.instruction === 'reboot' || reg.instruction === 'localboot') return { instruction: reg.instruction, ...(outcome ? { outcome } : {}) };
+    if (reg.instruction === 'wait') {
+      await sleep(reg.pollSeconds * 1000);
+      continue;
+    }
+    // run: the workflow this Mage was booted for.
+    const id = reg.workflow!;
+    const token = opts.token!;
+    const wf = await call<Workflow>(opts, 'GET', `/api/v1/agent/workflows/${id}`, undefined, token);
+    outcome = await runWorkflow(wf, {
+      disk: opts.disk ?? wf.disk ?? '',
+      dryRunKexec: opts.dryRunKexec ?? false,
+      report: (index: number, report: ActionReport) => call(opts, 'POST', `/api/v1/agent/workflows/${id}/actions/${index}`, report, token).then(() => undefined),
+      log: (line) => opts.log?.(line),
+    });
+    await call(opts, 'POST', `/api/v1/agent/workflows/${id}/finish`, outcome.ok ? { state: 'succeeded' } : { state: 'failed', error: outcome.error }, token);
+    opts.log?.(outcome.ok ? `workflow ${id} succeeded` : `workflow ${id} failed: ${outcome.error}`);
+    ran = true;
+  }
+}

@@ -1,0 +1,129 @@
+// The whole inventory on fixture trees: each must produce exactly its expected.json, which the server's
+// schema accepts, and the install-disk rule must never land on a USB stick.
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, test } from 'vitest';
+import { chooseInstallDisk, installableDisks } from '../../schemas/install-disk.js';
+import type { HardwareReport } from '../../schemas/types.js';
+import { validateAgainst } from '../../schemas/validate.js';
+import { collectInventory } from './index.js';
+
+const FIXTURES = fileURLToPath(new URL('../fixtures/', import.meta.url));
+const fixtures = readdirSync(FIXTURES, { withFileTypes: true })
+  .filter((d) => d.isDirectory())
+  .map((d) => d.name)
+  .sort();
+
+async function inventoryOf(name: string): Promise<HardwareReport> {
+  return collectInventory(path.join(FIXTURES, name));
+}
+
+test('the three fixture machines are there', () => {
+  expect(fixtures).toEqual(expect.arrayContaining(['firecracker-vm', 'server-nvme-sata', 'workstation-multi-nic-usb']));
+});
+
+test('the machine running the tests gets a report the server accepts', async () => {
+  const report = await collectInventory();
+  expect(validateAgainst('hardware', report)).toEqual([]);
+  expect(Array.isArray(report.disks) && Array.isArray(report.nics)).toBe(true);
+});
+
+describe.each(fixtures)('fixture %s', (name) => {
+  test('produces exactly expected.json, which passes the hardware schema', async () => {
+    const expected = JSON.parse(readFileSync(path.join(FIXTURES, name, 'expected.json'), 'utf8')) as HardwareReport;
+    const report = await inventoryOf(name);
+    expect(report).toStrictEqual(expected);
+    expect(validateAgainst('hardware', report)).toEqual([]);
+    // What goes over the wire is the same.
+    expect(JSON.parse(JSON.stringify(report))).toStrictEqual(expected);
+  });
+
+  test('the install disk is never removable or on USB', async () => {
+    const report = await inventoryOf(name);
+    const disk = chooseInstallDisk(report);
+    expect(disk).toBeDefined();
+    expect(disk?.removable).not.toBe(true);
+    expect(disk?.transport).not.toBe('usb');
+  });
+});
+
+test('server: the NVMe is the install disk; larger images fall to the SATA SSD, then to the HDD', async () => {
+  const report = await inventoryOf('server-nvme-sata');
+  expect(chooseInstallDisk(report)?.name).toBe('nvme0n1');
+  // An image too large for the NVMe goes to the next solid-state disk, then to the rotational one.
+  expect(chooseInstallDisk(report, 600e9)?.name).toBe('sda');
+  expect(chooseInstallDisk(report, 2e12)?.name).toBe('sdb');
+  expect(chooseInstallDisk(report, 5e12)).toBeUndefined();
+});
+
+test('workstation: the USB stick is the smallest solid-state disk, and still never chosen', async () => {
+  const report = await inventoryOf('workstation-multi-nic-usb');
+  const stick = report.disks.find((d) => d.name === 'sdb');
+  expect(stick).toMatchObject({ removable: true, transport: 'usb', rotational: false });
+  expect(installableDisks(report).map((d) => d.name)).toEqual(['nvme0n1', 'sda']);
+  expect(chooseInstallDisk(report)?.name).toBe('nvme0n1');
+  // Even when nothing else fits, the stick is not a fallback.
+  expect(chooseInstallDisk(report, 3e12)).toBeUndefined();
+});
+
+test('workstation: four physical NICs with their drivers; bridges and lo left out', async () => {
+  const { nics } = await inventoryOf('workstation-multi-nic-usb');
+  expect(nics.map((n) => [n.name, n.driver, n.link])).toEqual([
+    ['eno1', 'e1000e', true],
+    ['enp4s0', 'igb', false],
+    ['enp101s0f0', 'ixgbe', true],
+    ['enp101s0f1', 'ixgbe', false],
+  ]);
+});
+
+test('virtual devices are listed only when asked for', async () => {
+  const root = path.join(FIXTURES, 'firecracker-vm');
+  const all = await collectInventory(root, { includeVirtualDisks: true, includeVirtualNics: true });
+  expect(all.disks.map((d) => d.name)).toEqual(['loop0', 'loop1', 'loop2', 'loop3', 'loop4', 'loop5', 'loop6', 'loop7', 'vda', 'zram0']);
+  expect(all.nics.map((n) => n.name)).toEqual(['eth0', 'ifb0', 'ifb1']);
+  expect(validateAgainst('hardware', all)).toEqual([]);
+});
+
+describe('odd trees', () => {
+  const scratch = mkdtempSync(path.join(tmpdir(), 'mage-inventory-'));
+  afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+  test('an empty root gives an empty but valid report', async () => {
+    const report = await collectInventory(path.join(scratch, 'does-not-exist'));
+    expect(report).toEqual({ disks: [], nics: [] });
+    expect(validateAgainst('hardware', report)).toEqual([]);
+  });
+
+  test('garbage in every file is recorded as unknown, never thrown, and stays within the schema', async () => {
+    const root = path.join(scratch, 'garbage');
+    const put = (p: string, content: string | Buffer) => {
+      mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
+      writeFileSync(path.join(root, p), content);
+    };
+    put('proc/cpuinfo', Buffer.from([0xff, 0xfe, 0, 1, 2]));
+    put('proc/meminfo', 'MemTotal: -5 kB\n');
+    put('sys/block/sda/size', 'NaN\n');
+    put('sys/block/sda/removable', '2\n');
+    put('sys/block/sda/queue/rotational', '\n');
+    put('sys/block/sda/device/model', `\u0000${'M'.repeat(400)}\u0007`);
+    put('sys/block/sda/device/vpd_pg80', Buffer.from([1, 2, 3]));
+    put('sys/block/sda/sda1/partition', 'one\n');
+    put('sys/block/sda/sda1/size', '-7\n');
+    put('dev/sda', Buffer.alloc(10, 0xff)); // size is NaN, so this is never read
+    put('dev/sda1', Buffer.alloc(100, 0xee));
+    mkdirSync(path.join(root, 'sys/block/sda/sda9')); // a directory without a partition file: not a partition
+    put('sys/class/net/eth0/address', 'not a mac\n');
+    put('sys/class/net/eth1/address', '00:11:22:33:44:55\n');
+    put('sys/class/net/eth1/speed', 'fast\n');
+    symlinkSync('../../../x/0000:00:00.0', path.join(root, 'sys/class/net/eth1/device')); // dangling
+    put('sys/class/dmi/id/product_uuid', 'x'.repeat(500));
+    const report = await collectInventory(root);
+    expect(validateAgainst('hardware', report)).toEqual([]);
+    expect(report.disks).toEqual([{ name: 'sda', path: '/dev/sda', sizeBytes: 0, model: 'M'.repeat(256), partitions: [{ name: 'sda1' }] }]);
+    expect(report.nics).toEqual([{ name: 'eth1', mac: '00:11:22:33:44:55' }]);
+    expect(report.memoryBytes).toBeUndefined();
+    expect(report.dmi?.uuid).toHaveLength(64);
+  });
+});

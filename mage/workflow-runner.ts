@@ -1,0 +1,88 @@
+// Runs a workflow's actions in order on the install disk, reporting each action's progress. The first
+// failure stops the workflow with a message that says what failed; nothing is swallowed.
+import type { ActionReport, Workflow } from '../schemas/types.js';
+import { diskSize, partitionLocation } from './disk-layout.js';
+import { runImage2Disk, type Compression } from './actions/image2disk.js';
+import { runKexec, type KexecParams } from './actions/kexec.js';
+import { runPartition } from './actions/partition.js';
+import { runWriteFile, type WriteFileParams } from './actions/writefile.js';
+import { parseSize } from '../schemas/formats.js';
+
+export interface RunnerContext {
+  /** The install disk (the workflow's, or --disk for local runs). */
+  disk: string;
+  /** kexec prints its commands instead of running them. */
+  dryRunKexec: boolean;
+  report(index: number, report: ActionReport): Promise<void>;
+  log(line: string): void;
+}
+
+export type RunOutcome = { ok: true; kexec?: string[][] } | { ok: false; error: string };
+
+export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk'>, outer: RunnerContext): Promise<RunOutcome> {
+  let kexec: string[][] | undefined;
+  // Reports go out one at a time, in order: a late progress report must never land after "succeeded".
+  let chain: Promise<void> = Promise.resolve();
+  const ctx: RunnerContext = {
+    ...outer,
+    report: (index, report) => (chain = chain.catch(() => undefined).then(() => outer.report(index, report))),
+  };
+  // Progress is best effort: a lost progress report is logged, never fatal.
+  const progress = (index: number, report: ActionReport) => void ctx.report(index, report).catch((e: unknown) => ctx.log(`progress report lost: ${(e as Error).message}`));
+  for (const [index, step] of wf.actions.entries()) {
+    const label = `${step.action} (action ${index + 1} of ${wf.actions.length})`;
+    await ctx.report(index, { state: 'running', percent: 0, message: `${label} started` });
+    try {
+      const params = step.params as Record<string, unknown>;
+      switch (step.action) {
+        case 'partition': {
+          const result = await runPartition(params as unknown as Parameters<typeof runPartition>[0], {
+            disk: String(params.disk ?? ctx.disk),
+            onProgress: (p) => progress(index, { state: 'running', percent: p.percent, message: p.message }),
+          });
+          ctx.log(`partition: ${result.partitions.length} partitions written on ${String(params.disk ?? ctx.disk)}`);
+          break;
+        }
+        case 'image2disk': {
+          if (!wf.image) throw new Error('the workflow has no image to write');
+          const target =
+            params.partition !== undefined
+              ? await partitionLocation(ctx.disk, Number(params.partition)).then((l) => ({ path: l.path, offset: l.offset, capacity: l.size }))
+              : { path: String(params.disk ?? ctx.disk), offset: 0, capacity: await diskSize(String(params.disk ?? ctx.disk)) };
+          const r = await runImage2Disk(
+            {
+              url: wf.image.url,
+              sha256: wf.image.sha256,
+              ...(wf.image.compression ? { compression: wf.image.compression as Compression } : {}),
+              ...(wf.image.size ? { size: parseSize(wf.image.size) } : {}),
+            },
+            target,
+            {
+              onProgress: (p) => progress(index, { state: 'running', percent: p.percent, bytes: p.bytes, rate: p.rate, message: p.message }),
+              onLog: ctx.log,
+            },
+          );
+          ctx.log(`image2disk: ${r.bytes} bytes written to ${target.path}${target.offset ? ` at offset ${target.offset}` : ''}, sha256 ${r.sha256} verified`);
+          break;
+        }
+        case 'writefile': {
+          const r = await runWriteFile(params as unknown as WriteFileParams, ctx.disk);
+          ctx.log(`writefile: ${String(params.path)} (${r.bytes} bytes) on partition ${String(params.partition)}`);
+          break;
+        }
+        case 'kexec': {
+          const r = await runKexec(params as unknown as KexecParams, ctx.disk, { dryRun: ctx.dryRunKexec });
+          kexec = r.commands;
+          ctx.log(`kexec${ctx.dryRunKexec ? ' (dry run)' : ''}: ${r.commands.map((c) => c.join(' ')).join(' && ')}`);
+          break;
+        }
+      }
+      await ctx.report(index, { state: 'succeeded', percent: 100, message: `${label} done` });
+    } catch (e) {
+      const error = `${label} failed: ${(e as Error).message}`;
+      await ctx.report(index, { state: 'failed', message: error }).catch(() => undefined);
+      return { ok: false, error };
+    }
+  }
+  return kexec ? { ok: true, kexec } : { ok: true };
+}
