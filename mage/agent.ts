@@ -18,6 +18,8 @@ export interface AgentOptions {
   log?: (line: string) => void;
   /** Give up after this many consecutive failed attempts at one call (default: never). */
   maxAttempts?: number;
+  /** Poll interval while waiting, instead of the server's pollSeconds (tests, impatient operators). */
+  pollMs?: number;
 }
 
 export class AgentError extends Error {}
@@ -75,7 +77,7 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
     opts.log?.(`registered as ${reg.name} (${reg.memorableName}): ${reg.instruction}${reg.workflow ? ` ${reg.workflow}` : ''}`);
     if (reg.instruction === 'reboot' || reg.instruction === 'localboot') return { instruction: reg.instruction, ...(outcome ? { outcome } : {}) };
     if (reg.instruction === 'wait') {
-      await sleep(reg.pollSeconds * 1000);
+      await sleep(opts.pollMs ?? reg.pollSeconds * 1000);
       continue;
     }
     // run: the workflow this Mage was booted for.

@@ -27,6 +27,12 @@ export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk
     ...outer,
     report: (index, report) => (chain = chain.catch(() => undefined).then(() => outer.report(index, report))),
   };
+  // Every action targets the workflow's install disk; with an override (local runs, tests) that disk is
+  // replaced by the override, and an action naming any other disk is refused rather than written.
+  const diskFor = (named: unknown): string => {
+    if (named === undefined || named === wf.disk || named === outer.disk) return outer.disk;
+    throw new Error(`the action names ${String(named)}, but this run writes only to ${outer.disk}${wf.disk ? ` (the workflow's disk ${wf.disk})` : ''}`);
+  };
   // Progress is best effort: a lost progress report is logged, never fatal.
   const progress = (index: number, report: ActionReport) => void ctx.report(index, report).catch((e: unknown) => ctx.log(`progress report lost: ${(e as Error).message}`));
   for (const [index, step] of wf.actions.entries()) {
@@ -37,10 +43,10 @@ export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk
       switch (step.action) {
         case 'partition': {
           const result = await runPartition(params as unknown as Parameters<typeof runPartition>[0], {
-            disk: String(params.disk ?? ctx.disk),
+            disk: diskFor(params.disk),
             onProgress: (p) => progress(index, { state: 'running', percent: p.percent, message: p.message }),
           });
-          ctx.log(`partition: ${result.partitions.length} partitions written on ${String(params.disk ?? ctx.disk)}`);
+          ctx.log(`partition: ${result.partitions.length} partitions written on ${diskFor(params.disk)}`);
           break;
         }
         case 'image2disk': {
@@ -48,7 +54,7 @@ export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk
           const target =
             params.partition !== undefined
               ? await partitionLocation(ctx.disk, Number(params.partition)).then((l) => ({ path: l.path, offset: l.offset, capacity: l.size }))
-              : { path: String(params.disk ?? ctx.disk), offset: 0, capacity: await diskSize(String(params.disk ?? ctx.disk)) };
+              : { path: diskFor(params.disk), offset: 0, capacity: await diskSize(diskFor(params.disk)) };
           const r = await runImage2Disk(
             {
               url: wf.image.url,
