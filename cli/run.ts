@@ -9,6 +9,7 @@ import { reportError, type Io } from './output.js';
 import { planCommand, planHelp } from './plan.js';
 import { schemasCommand, schemasHelp } from './schemas.js';
 import { serveCommand, serveHelp } from './serve.js';
+import { mageCommand, mageHelp, mageRunCommand } from './mage.js';
 import { watchCommand, watchHelp } from './watch.js';
 import { validateCommand, validateHelp } from './validate.js';
 
@@ -20,6 +21,7 @@ LMDB store (--state DIR, default $DRAGONFLY_STATE or ./.dragonfly).
 Commands:
   serve      serve PXE-booting machines: HTTP iPXE scripts, TFTP, proxyDHCP, the Mage agent API
   watch      follow a running server's machine and workflow events
+  mage       the in-RAM agent; \`mage run\` runs a template against a disk image locally
   validate   check a fleet directory: schemas, references, template variables (file:line:col errors)
   plan       show what apply would change (+ add, ~ change, ! reimage, - retire)
   apply      apply a saved plan, or plan and ask for "yes"
@@ -41,6 +43,7 @@ const HELP: Record<string, string> = {
   schemas: schemasHelp,
   serve: serveHelp,
   watch: watchHelp,
+  mage: mageHelp,
 };
 
 const OPTIONS = {
@@ -64,6 +67,13 @@ const OPTIONS = {
   'api-token-file': { type: 'string' },
   server: { type: 'string' },
   since: { type: 'string' },
+  mac: { type: 'string' },
+  root: { type: 'string' },
+  disk: { type: 'string' },
+  template: { type: 'string' },
+  set: { type: 'string', multiple: true },
+  kexec: { type: 'boolean' },
+  'no-reboot': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -78,6 +88,7 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   schemas: ['crd'],
   serve: ['fleet', 'state', 'http', 'tftp', 'dhcp', 'dhcp-ip', 'public-url', 'ipxe-dir', 'mage-dir', 'api-token-file'],
   watch: ['server', 'since', 'json'],
+  mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'template', 'set', 'kexec'],
 };
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -107,7 +118,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (unexpected.length > 0) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `${command} does not take --${unexpected.join(', --')}`, {}, `run \`dragonfly ${command} --help\``));
   }
-  const maxPositionals = command === 'apply' || command === 'name' || command === 'schemas' ? 1 : 0;
+  const maxPositionals = command === 'apply' || command === 'name' || command === 'schemas' || command === 'mage' ? 1 : 0;
   if (positionals.length > maxPositionals) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `unexpected argument "${positionals[maxPositionals]}"`, {}, `run \`dragonfly ${command} --help\``));
   }
@@ -146,6 +157,10 @@ export async function run(argv: string[], io: Io): Promise<number> {
         );
       case 'watch':
         return await watchCommand({ server: v.server, since: v.since, json }, io);
+      case 'mage':
+        if (positionals[0] === 'run') return await mageRunCommand({ template: v.template, disk: v.disk, set: v.set ?? [], kexec: v.kexec }, io);
+        if (positionals[0] !== undefined) return reportError(io, new DragonflyError('DF_ERR_USAGE', `unknown mage subcommand "${positionals[0]}"`, {}, 'dragonfly mage run --help'));
+        return await mageCommand({ server: v.server, mac: v.mac, root: v.root, disk: v.disk, noReboot: v['no-reboot'] }, io);
     }
     return 1;
   } catch (e) {

@@ -28,11 +28,14 @@ describe('formatCommand', () => {
     });
     expect(formatCommand('vfat', range('/d.img', MiB, 512 * MiB), 'EFI')).toEqual({
       command: 'mkfs.vfat',
-      args: ['-F', '32', '-n', 'EFI', '-S', '512', '-h', '2048', '--offset', '2048', '/d.img', '524288'],
+      args: ['-F', '32', '-s', '8', '-n', 'EFI', '-S', '512', '-h', '2048', '--offset', '2048', '/d.img', '524288'],
     });
     // A 4Kn image gets 4 KiB ext4 blocks even when small: 1 KiB blocks would not mount from 4096-byte sectors.
     expect(formatCommand('ext4', range('/d.img', MiB, 64 * MiB, 4096))?.args).toEqual(['-F', '-b', '4096', '-E', 'offset=1048576', '/d.img', '65536k']);
-    expect(formatCommand('vfat', range('/d.img', MiB, 512 * MiB, 4096))?.args).toEqual(['-F', '32', '-S', '4096', '-h', '256', '--offset', '256', '/d.img', '524288']);
+    expect(formatCommand('vfat', range('/d.img', MiB, 512 * MiB, 4096))?.args).toEqual(['-F', '32', '-s', '1', '-S', '4096', '-h', '256', '--offset', '256', '/d.img', '524288']);
+    // Small ESPs stay FAT32 with small clusters (>= 65,525 clusters, or mtools refuses them); tiny ones are FAT16.
+    expect(formatCommand('vfat', range('/d.img', MiB, 128 * MiB))?.args.slice(0, 4)).toEqual(['-F', '32', '-s', '2']);
+    expect(formatCommand('vfat', range('/d.img', MiB, 16 * MiB))?.args.slice(0, 2)).toEqual(['-F', '16']);
     // No tool takes an offset for swap (mkswap gains --offset in util-linux 2.39): written natively.
     expect(formatCommand('swap', range('/d.img', MiB, 64 * MiB), 'swap')).toBeUndefined();
   });

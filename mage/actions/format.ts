@@ -26,12 +26,25 @@ export type FormatTarget =
       sectorSize: number;
     };
 
+/**
+ * FAT32 needs at least 65,525 clusters, or mtools and some firmware refuse it (mkfs.fat's default of
+ * 4 KiB clusters gives a 128 MiB ESP only 32,699). Small clusters keep small ESPs FAT32; below 33 MiB,
+ * FAT16 (which the UEFI specification also allows on removable and small media).
+ */
+export function fatLayout(size: number | undefined, sectorSize = 512): string[] {
+  if (size === undefined) return ['-F', '32'];
+  for (const perCluster of [8, 4, 2, 1]) {
+    if (size / (perCluster * sectorSize) >= 66_000) return ['-F', '32', '-s', String(perCluster)];
+  }
+  return ['-F', '16'];
+}
+
 /** The command that formats `target`, or undefined when the filesystem is written natively (swap on a range). */
 export function formatCommand(filesystem: Filesystem, target: FormatTarget, label?: string): ToolCommand | undefined {
   const kib = (bytes: number) => Math.floor(bytes / 1024);
   switch (filesystem) {
     case 'vfat': {
-      const args = ['-F', '32', ...(label ? ['-n', label] : [])];
+      const args = [...(target.kind === 'range' ? fatLayout(target.size, target.sectorSize) : ['-F', '32']), ...(label ? ['-n', label] : [])];
       if (target.kind === 'device') return { command: 'mkfs.vfat', args: [...args, target.device] };
       const sector = target.offset / target.sectorSize;
       return {

@@ -1,0 +1,115 @@
+// `dragonfly mage`: the agent (in Mage's initramfs, or anywhere for tests), and `dragonfly mage run`,
+// which executes a template's actions against a disk or disk image without a server.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DragonflyError } from '../schemas/errors.js';
+import { normalizeMac } from '../schemas/mac.js';
+import { memorableName } from '../schemas/memorable-name.js';
+import type { ActionReport, Workflow } from '../schemas/types.js';
+import { readCmdline, runAgent } from '../mage/agent.js';
+import { collectInventory } from '../mage/inventory/index.js';
+import { runWorkflow } from '../mage/workflow-runner.js';
+import { loadFleet } from '../reconciler/load.js';
+import { formatDiagnostic } from '../reconciler/diagnostics.js';
+import { substituteDeep } from '../reconciler/variables.js';
+import { InvalidFleetError } from './fleet.js';
+import type { Io } from './output.js';
+import { progressBar } from './progress.js';
+
+export const mageHelp = `Usage: dragonfly mage [--server URL] [--mac MAC] [--root DIR] [--disk PATH] [--no-reboot]
+       dragonfly mage run --template FILE --disk PATH [--set machine.name=web-01 ...] [--kexec]
+
+The agent: report this machine's hardware, follow the server's instruction, run the workflow it was
+booted for and report per-action progress; retries with backoff while the server is unreachable.
+The server URL, MAC, workflow and token default to dragonfly.url=, dragonfly.mac=, dragonfly.workflow=
+and dragonfly.token= on /proc/cmdline (the iPXE script puts them there).
+
+  --server URL    the Dragonfly server
+  --mac MAC       the boot MAC
+  --root DIR      read /proc and /sys under DIR (fixture trees in tests)
+  --disk PATH     write to PATH instead of the workflow's install disk
+  --no-reboot     print the final instruction (reboot / localboot) instead of rebooting
+
+\`mage run\` executes a template's actions against a disk or a disk image, without a server: test a
+template on a VM disk image before rolling it out. \${disk} is --disk; kexec is a dry run unless --kexec.
+`;
+
+function parseSets(sets: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of sets) {
+    const eq = s.indexOf('=');
+    if (eq < 1) throw new DragonflyError('DF_ERR_USAGE', `--set ${s}: write KEY=VALUE, e.g. machine.name=web-01`);
+    out[s.slice(0, eq)] = s.slice(eq + 1);
+  }
+  return out;
+}
+
+export async function mageRunCommand(opts: { template?: string; disk?: string; set: string[]; kexec?: boolean }, io: Io): Promise<number> {
+  if (!opts.template || !opts.disk) throw new DragonflyError('DF_ERR_USAGE', 'mage run needs --template FILE and --disk PATH');
+  if (!fs.existsSync(opts.disk)) throw new DragonflyError('DF_ERR_USAGE', `--disk ${opts.disk} does not exist (create a disk image with: truncate -s 8G ${opts.disk})`);
+  const text = fs.readFileSync(opts.template, 'utf8');
+  const { fleet, diagnostics } = loadFleet([{ path: path.basename(opts.template), text }]);
+  for (const d of diagnostics) io.err(formatDiagnostic(d) + '\n');
+  if (!fleet) throw new InvalidFleetError(diagnostics);
+  const [template, ...others] = fleet.templates.values();
+  if (!template || others.length > 0) throw new DragonflyError('DF_ERR_USAGE', `${opts.template} must hold exactly one Template`);
+  const sets = parseSets(opts.set);
+  const mac = normalizeMac(sets['machine.mac'] ?? '52:54:00:00:00:01');
+  if (!mac) throw new DragonflyError('DF_ERR_BAD_MAC', `machine.mac ${sets['machine.mac']} is not a MAC address`);
+  const labels = Object.fromEntries(Object.entries(sets).filter(([k]) => k.startsWith('machine.labels.')).map(([k, v]) => [k.slice('machine.labels.'.length), v]));
+  const ctx = {
+    machine: { name: sets['machine.name'] ?? memorableName(mac)!, memorableName: memorableName(mac)!, mac, labels },
+    disk: opts.disk,
+    ...(template.spec.image ? { imageUrl: template.spec.image.url } : {}),
+  };
+  const wf: Pick<Workflow, 'actions' | 'image' | 'disk'> = {
+    disk: opts.disk,
+    ...(template.spec.image ? { image: { ...template.spec.image } } : {}),
+    actions: template.spec.actions.map((a) => {
+      const [action, params] = Object.entries(a)[0]!;
+      return { action: action as Workflow['actions'][number]['action'], params: substituteDeep(params as object, ctx) as Record<string, unknown>, state: 'pending' as const };
+    }),
+  };
+  const bars = new Map<number, ReturnType<typeof progressBar>>();
+  const outcome = await runWorkflow(wf, {
+    disk: opts.disk,
+    dryRunKexec: !opts.kexec,
+    report: async (index: number, r: ActionReport) => {
+      const bar = bars.get(index) ?? progressBar(`${wf.actions[index]!.action.padEnd(10)}`, 0);
+      bars.set(index, bar);
+      if (r.percent !== undefined) bar.update(Math.round(r.percent), 100);
+      if (r.state !== 'running') {
+        bar.stop();
+        io.err(`${r.state === 'succeeded' ? '✓' : '✗'} ${r.message ?? wf.actions[index]!.action}\n`);
+      }
+    },
+    log: (line) => io.out(line + '\n'),
+  });
+  if (!outcome.ok) {
+    io.err(`mage run failed: ${outcome.error}\n`);
+    return 1;
+  }
+  io.out(`All ${wf.actions.length} actions succeeded on ${opts.disk}.\n`);
+  return 0;
+}
+
+export async function mageCommand(opts: { server?: string; mac?: string; root?: string; disk?: string; noReboot?: boolean }, io: Io): Promise<number> {
+  const cmd = readCmdline(path.join(opts.root ?? '/', 'proc/cmdline'));
+  const server = opts.server ?? cmd.url;
+  const mac = normalizeMac(opts.mac ?? cmd.mac ?? '');
+  if (!server) throw new DragonflyError('DF_ERR_USAGE', 'no server: pass --server URL or boot with dragonfly.url= on the kernel command line');
+  if (!mac) throw new DragonflyError('DF_ERR_USAGE', 'no boot MAC: pass --mac MAC or boot with dragonfly.mac=');
+  const result = await runAgent({
+    server,
+    mac,
+    ...(cmd.workflow ? { workflow: cmd.workflow } : {}),
+    ...(cmd.token ? { token: cmd.token } : {}),
+    inventory: () => collectInventory(opts.root ?? '/'),
+    ...(opts.disk ? { disk: opts.disk } : {}),
+    log: (line) => io.err(`mage: ${line}\n`),
+  });
+  io.out(`${result.instruction}\n`);
+  if (!opts.noReboot) execFileSync('reboot', ['-f']);
+  return result.outcome && !result.outcome.ok ? 1 : 0;
+}
