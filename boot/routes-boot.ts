@@ -3,6 +3,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { normalizeMac } from '../schemas/mac.js';
 import type { MachineRecord, Workflow } from '../schemas/types.js';
 import { machineKey, workflowKey } from '../store/keys.js';
+import type { Snapshot } from '../store/store.js';
 import { bootFateFor } from './fate.js';
 import { bootScriptFor, entryScript } from './ipxe.js';
 import { WindowLimiter } from './limiter.js';
@@ -33,11 +34,12 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
     const q = req.query ?? {};
     const platform = q.platform && PLATFORM.test(q.platform) ? q.platform : undefined;
 
-    const { rec, wf } = await deps.store.read((snap) => {
+    const lookup = (snap: Snapshot) => {
       const rec = snap.get<MachineRecord>(machineKey(mac))?.value;
       const wf = rec?.workflow ? snap.get<Workflow>(workflowKey(rec.workflow))?.value : undefined;
       return { rec, wf };
-    });
+    };
+    const { rec, wf } = deps.store.readSync ? deps.store.readSync(lookup) : await deps.store.read(lookup);
 
     // Record the sighting. An unknown MAC becomes Discovered at once (within a per-source budget);
     // a known one's seen-time joins the next batch, at most every 30 s per machine.
@@ -58,7 +60,7 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
     }
 
     const fate = bootFateFor(rec, wf);
-    metrics.bootScripts.inc({ fate: fate.kind });
+    metrics.bootScript(fate.kind);
     const script = bootScriptFor(fate, {
       serverUrl: deps.serverUrl,
       mac,

@@ -69,7 +69,7 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
 
   // A callback hook, not an async one: it runs on every PXE request.
   app.addHook('onResponse', (req, reply, done) => {
-    metrics.requests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
+    metrics.request(req.routeOptions.url ?? 'unmatched', reply.statusCode);
     done();
   });
 

@@ -5,8 +5,12 @@ export function isMac(text: string): boolean {
   return MAC.test(text);
 }
 
+const CANONICAL = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
+
 /** Normalised form used as the store key: lower case, ':' separated. Returns undefined for anything else. */
 export function normalizeMac(text: string): string | undefined {
+  if (text.length !== 17) return undefined;
+  if (CANONICAL.test(text)) return text; // the common case, cheaply (this runs on every PXE request)
   if (!MAC.test(text)) return undefined;
   return text.toLowerCase().replaceAll('-', ':');
 }

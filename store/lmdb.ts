@@ -38,7 +38,8 @@ export class LmdbStore implements Store {
 
   private constructor(dir: string, private readonly options: LmdbStoreOptions) {
     this.root = open({ path: path.join(dir, FILE), maxDbs: 8, compression: false });
-    this.records = this.root.openDB<Stored, string>({ name: 'records' });
+    // Shared msgpack structures: records of one shape decode without re-reading their key list each time.
+    this.records = this.root.openDB<Stored, string>({ name: 'records', sharedStructuresKey: Symbol.for('structures') });
     this.changes = this.root.openDB<Change[], number>({ name: 'changes', keyEncoding: 'uint32' });
     this.meta = this.root.openDB<number, string>({ name: 'meta' });
   }
@@ -58,6 +59,10 @@ export class LmdbStore implements Store {
   }
 
   async read<T>(fn: (snap: Snapshot) => T): Promise<T> {
+    return this.readSync(fn);
+  }
+
+  readSync<T>(fn: (snap: Snapshot) => T): T {
     // lmdb-js reuses one read transaction until its next timer tick; a commit that another process has
     // finished since then would be invisible. Start from a fresh snapshot, as etcd would.
     this.root.resetReadTxn();

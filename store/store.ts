@@ -41,6 +41,11 @@ export interface Snapshot {
 export interface Store {
   /** Run `fn` against one consistent snapshot. */
   read<T>(fn: (snap: Snapshot) => T): Promise<T>;
+  /**
+   * The same, synchronously, for backends whose reads need no I/O round trip (LMDB's memory map). Hot
+   * paths (every PXE request) use it when it is there; a networked backend (etcd) leaves it out.
+   */
+  readSync?<T>(fn: (snap: Snapshot) => T): T;
   /** Apply every put and delete at one new revision, or nothing if a compare fails. */
   commit(txn: Txn): Promise<TxnResult>;
   /**
