@@ -82,6 +82,18 @@ export const ERRORS = {
   DF_ERR_WORKFLOW_ENDED: spec('the workflow has already ended', 'a finished, failed or timed-out workflow takes no more reports; bump the generation to run again', 409),
   DF_ERR_RATE_LIMITED: spec('too many requests from this source', 'slow down; discovery is rate-limited per source address', 429),
   DF_ERR_SERVE_CONFIG: spec('the server cannot start with this configuration', 'check the address, port and directory options of `dragonfly serve`'),
+  // Mage actions
+  DF_ERR_DISK_TOO_SMALL: spec('the partition layout does not fit the disk', 'make the partitions smaller, or use a larger disk'),
+  DF_ERR_DISK_OPEN: spec(
+    'the install disk cannot be used',
+    'check the disk path: it must be a block device not in use (nothing mounted, no swap, no RAID/LVM member) or a disk image file',
+    500,
+  ),
+  DF_ERR_TOOL_FAILED: spec(
+    'a disk tool failed',
+    'read the tool output in the message; install dosfstools, e2fsprogs and util-linux in the Mage image if a tool is missing',
+    500,
+  ),
   // Warnings
   DF_WARN_EMPTY_SELECTOR: spec('a selector matches no machine', 'check the labels; the assignment does nothing until a machine matches'),
 } as const satisfies Record<string, ErrorSpec>;

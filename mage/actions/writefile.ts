@@ -3,14 +3,9 @@
 import { partitionLocation } from '../disk-layout.js';
 import { writeFileInFs } from './fs-tools.js';
 
-export interface WriteFileParams {
-  partition: number;
-  path: string;
-  content: string;
-  mode?: string;
-  uid?: number;
-  gid?: number;
-}
+import type { WriteFileAction } from '../../schemas/types.js';
+
+export type WriteFileParams = WriteFileAction;
 
 export async function runWriteFile(params: WriteFileParams, disk: string): Promise<{ bytes: number }> {
   const loc = await partitionLocation(disk, params.partition);
