@@ -20,6 +20,8 @@ export interface AgentOptions {
   maxAttempts?: number;
   /** Poll interval while waiting, instead of the server's pollSeconds (tests, impatient operators). */
   pollMs?: number;
+  /** Stop waiting: the agent returns 'stopped' at its next poll. */
+  signal?: AbortSignal;
 }
 
 export class AgentError extends Error {}
@@ -68,7 +70,7 @@ async function call<T>(opts: AgentOptions, method: 'GET' | 'POST', path: string,
 }
 
 /** Run until the server says reboot or localboot; returns that instruction (the caller reboots). */
-export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'reboot' | 'localboot'; outcome?: RunOutcome }> {
+export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'reboot' | 'localboot' | 'stopped'; outcome?: RunOutcome }> {
   let outcome: RunOutcome | undefined;
   let ran = false;
   for (;;) {
@@ -77,6 +79,7 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
     opts.log?.(`registered as ${reg.name} (${reg.memorableName}): ${reg.instruction}${reg.workflow ? ` ${reg.workflow}` : ''}`);
     if (reg.instruction === 'reboot' || reg.instruction === 'localboot') return { instruction: reg.instruction, ...(outcome ? { outcome } : {}) };
     if (reg.instruction === 'wait') {
+      if (opts.signal?.aborted) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
       await sleep(opts.pollMs ?? reg.pollSeconds * 1000);
       continue;
     }

@@ -137,6 +137,54 @@ spec: {template: tiny-12, selector: {role: db}}
   }, 120_000);
 });
 
+
+describe('Mage failure paths', () => {
+  it('a sha256 mismatch fails the workflow; the machine goes to Error with both digests named', async () => {
+    const mac = '52:54:00:77:00:02';
+    const disk = path.join(work, 'disk2.img');
+    execFileSync('truncate', ['-s', '2G', disk]);
+    const wrong = 'ee'.repeat(32);
+    const stop = new AbortController();
+    const agent = (extra: { workflow?: string; token?: string } = {}) =>
+      runAgent({ server, mac, inventory: () => collectInventory(FIXTURE), disk, dryRunKexec: true, pollMs: 100, maxAttempts: 3, signal: stop.signal, ...extra });
+    const discovery = agent();
+    await until(async () => (await store.read((s) => s.get<MachineRecord>(machineKey(mac))))?.value.hardware !== undefined);
+    const { fleet } = loadFleet([{ path: 'fleet.yaml', text: `apiVersion: dragonfly.computer/v1
+kind: Machine
+metadata: {name: node-02, labels: {role: bad}}
+spec: {mac: ${mac}}
+---
+apiVersion: dragonfly.computer/v1
+kind: Template
+metadata: {name: wrong-sum}
+spec:
+  image: {url: "${imageUrl}", sha256: "${wrong}"}
+  actions:
+    - image2disk: {disk: \${disk}}
+---
+apiVersion: dragonfly.computer/v1
+kind: Assignment
+metadata: {name: bad}
+spec: {template: wrong-sum, selector: {role: bad}}
+` }]);
+    const plan = planFleet(fleet!, await readObserved(store));
+    const { workflows } = await applyPlan(store, plan, fleet!, { user: 'test', source: 'cli' });
+    expect(await discovery).toMatchObject({ instruction: 'reboot' });
+    const cmdline = parseCmdline((await (await fetch(`${server}/boot/${mac}`)).text()).split('\n').find((l) => l.startsWith('kernel '))!);
+    setTimeout(() => stop.abort(), 1500);
+    const imaging = await agent({ workflow: cmdline.workflow!, token: cmdline.token! });
+    expect(imaging.outcome).toMatchObject({ ok: false });
+    const message = `image2disk (action 1 of 1) failed: sha256 mismatch: expected ${wrong}, got ${imageSha}`;
+    expect((imaging.outcome as { error: string }).error).toContain(message);
+    const wf = await store.read((s) => s.get<{ state: string; error: string }>(`workflows/${workflows[0]}`)!.value);
+    expect(wf).toMatchObject({ state: 'failed' });
+    expect(wf.error).toContain(message);
+    expect((await store.read((s) => s.get<MachineRecord>(machineKey(mac))))!.value).toMatchObject({ phase: 'Error' });
+    // An Error machine stays in Mage (discovery), never boots a half-written disk.
+    expect(await (await fetch(`${server}/boot/${mac}`)).text()).toContain('# Dragonfly: discovery');
+  }, 60_000);
+});
+
 async function until(probe: () => Promise<boolean>, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await probe())) {
