@@ -2,8 +2,10 @@
 import { benchBoot } from './boot.js';
 import { benchPlan } from './plan.js';
 import { benchTftp } from './tftp.js';
+import { benchImage2Disk } from './image2disk.js';
 
 await benchPlan();
 await benchBoot();
 await benchTftp();
+await benchImage2Disk();
 process.exit(0);
