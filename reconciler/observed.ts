@@ -24,15 +24,6 @@ export function readObserved(store: Store): Promise<Observed> {
   return store.read(observedFrom);
 }
 
-/** JSON with sorted keys, so equal values hash equally. */
-export function stableJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : v,
-  );
-}
-
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }

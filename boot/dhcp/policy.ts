@@ -191,24 +191,20 @@ function buildReply(req: DhcpPacket, d: Extract<Decision, { answer: true }>, con
   if (d.client === 'ipxe') options.set(OPTION.IPXE_ENCAP, encodeSubOptions(new Map([[IPXE_SUBOPTION.NO_PXEDHCP, Buffer.from([1])]]), false));
 
   return {
-    op: BOOTREPLY,
-    htype: req.htype,
-    hlen: req.hlen,
-    hops: 0,
-    xid: req.xid,
-    secs: 0,
-    flags: req.flags,
+    ...replyHeader(req),
     // RFC 2131 table 3: ciaddr is echoed in an ACK, zero in an OFFER.
     ciaddr: d.replyType === MESSAGE_TYPE.ACK ? req.ciaddr : '0.0.0.0',
     yiaddr: '0.0.0.0',
     siaddr: tftp,
-    giaddr: req.giaddr,
-    chaddr: req.chaddr,
-    sname: '',
     // PXE ROMs read the `file` field; it holds 127 bytes and a NUL, option 67 carries longer names alone.
     file: Buffer.byteLength(d.bootfile, 'latin1') <= 127 ? d.bootfile : '',
     options,
   };
+}
+
+/** RFC 2131 table 3: the BOOTREPLY fields every reply copies from its request (or sets to zero). */
+export function replyHeader(req: DhcpPacket): Pick<DhcpPacket, 'op' | 'htype' | 'hlen' | 'hops' | 'xid' | 'secs' | 'flags' | 'giaddr' | 'chaddr' | 'sname'> {
+  return { op: BOOTREPLY, htype: req.htype, hlen: req.hlen, hops: 0, xid: req.xid, secs: 0, flags: req.flags, giaddr: req.giaddr, chaddr: req.chaddr, sname: '' };
 }
 
 /** Check a configuration once, at startup: every problem a user can cause, in one message each. */

@@ -17,10 +17,9 @@ import {
   macOf,
   MESSAGE_TYPE,
   OPTION,
-  BOOTREPLY,
   type DhcpPacket,
 } from './packet.js';
-import { configProblems, decide, replyFor, type PolicyConfig, type RequestContext } from './policy.js';
+import { configProblems, decide, replyFor, replyHeader, type PolicyConfig, type RequestContext } from './policy.js';
 import { TestLeasePool, type TestPoolConfig } from './lease-pool.js';
 
 /** pino-compatible: `log.info({ mac }, 'offer')`. */
@@ -218,19 +217,10 @@ export async function startProxyDhcp(opts: StartProxyDhcpOptions): Promise<Proxy
 /** RFC 2131 §4.3.2 / table 3: a NAK carries only the message type and the server identifier. */
 function nakFor(req: DhcpPacket, serverIp: string): DhcpPacket {
   return {
-    op: BOOTREPLY,
-    htype: req.htype,
-    hlen: req.hlen,
-    hops: 0,
-    xid: req.xid,
-    secs: 0,
-    flags: req.flags,
+    ...replyHeader(req),
     ciaddr: ZERO,
     yiaddr: ZERO,
     siaddr: ZERO,
-    giaddr: req.giaddr,
-    chaddr: req.chaddr,
-    sname: '',
     file: '',
     options: new Map([
       [OPTION.MESSAGE_TYPE, Buffer.from([MESSAGE_TYPE.NAK])],
