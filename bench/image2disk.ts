@@ -1,5 +1,8 @@
 // bench/image2disk: a 1 GiB image over loopback HTTP to a file, sha256 on: raw against `curl URL > file`,
 // zstd against `curl URL | zstd -dc > file`, in the same run. Targets: ≥ 0.9× each.
+// image2disk fsyncs before it reports success (the data must be on the disk when the machine reboots);
+// curl does not, so each baseline is also measured followed by `sync FILE` ("durable"), which is the
+// fair comparison when the disk is slower than the decompressor.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -7,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runImage2Disk } from '../mage/actions/image2disk.js';
+import { osLikeImage } from './decompress.js';
 import { median, round } from './measure.js';
 
 const SERVER = `
@@ -33,15 +37,10 @@ export async function benchImage2Disk(opts: { sizeMiB?: number; runs?: number } 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dragonfly-bench-image-'));
   const server = spawn(process.execPath, ['-e', SERVER, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
-    // An OS-like image: a quarter random, the rest repeated blocks (zstd -3 compresses it ~4:1).
+    // An OS-like image: a quarter random, a quarter text, half zeros (zstd -3 compresses it ~4:1).
     process.stderr.write(`bench/image2disk: writing a ${sizeMiB} MiB image…\n`);
     const raw = path.join(dir, 'os.raw');
-    const block = Buffer.alloc(1 << 20, 0x5a);
-    const fd = fs.openSync(raw, 'w');
-    for (let i = 0; i < sizeMiB; i++) {
-      fs.writeSync(fd, i % 4 === 0 ? Buffer.from(createHash('sha512').update(String(i)).digest().toString('hex').repeat(8192).slice(0, 1 << 20)) : block);
-    }
-    fs.closeSync(fd);
+    fs.writeFileSync(raw, osLikeImage(sizeMiB));
     execFileSync('zstd', ['-q', '-f', '-3', '-T0', raw, '-o', `${raw}.zst`]);
     const sha = (f: string) => execFileSync('sha256sum', [f], { encoding: 'utf8' }).split(' ')[0]!;
     const shaRaw = sha(raw);
@@ -58,19 +57,34 @@ export async function benchImage2Disk(opts: { sizeMiB?: number; runs?: number } 
     // curl with sha256 too, for a fair comparison: tee through sha256sum.
     const curlRaw = () => spawnSync('sh', ['-c', `curl -sS ${url('os.raw')} | tee ${out} | sha256sum >/dev/null`]);
     const curlZst = () => spawnSync('bash', ['-c', `curl -sS ${url('os.raw.zst')} | tee >(sha256sum >/dev/null) | zstd -dc -q > ${out}`]);
+    const durable = (run: () => unknown) => () => {
+      run();
+      spawnSync('sync', [out]);
+    };
 
-    const rounds: Record<string, number[]> = { curlRaw: [], oursRaw: [], curlZst: [], oursZst: [] };
+    const rounds = { curlRaw: [] as number[], curlRawSync: [] as number[], oursRaw: [] as number[], curlZst: [] as number[], curlZstSync: [] as number[], oursZst: [] as number[] };
     for (let i = 0; i < runs; i++) {
       fresh();
-      rounds.curlRaw!.push(await time(curlRaw));
+      rounds.curlRaw.push(await time(curlRaw));
       fresh();
-      rounds.oursRaw!.push(await time(() => runImage2Disk({ url: url('os.raw'), sha256: shaRaw }, target())));
+      rounds.curlRawSync.push(await time(durable(curlRaw)));
       fresh();
-      rounds.curlZst!.push(await time(curlZst));
+      rounds.oursRaw.push(await time(() => runImage2Disk({ url: url('os.raw'), sha256: shaRaw }, target())));
       fresh();
-      rounds.oursZst!.push(await time(() => runImage2Disk({ url: url('os.raw.zst'), sha256: shaZst }, target())));
+      rounds.curlZst.push(await time(curlZst));
+      fresh();
+      rounds.curlZstSync.push(await time(durable(curlZst)));
+      fresh();
+      rounds.oursZst.push(await time(() => runImage2Disk({ url: url('os.raw.zst'), sha256: shaZst }, target())));
     }
-    const m = { curlRaw: median(rounds.curlRaw!), oursRaw: median(rounds.oursRaw!), curlZst: median(rounds.curlZst!), oursZst: median(rounds.oursZst!) };
+    const m = {
+      curlRaw: median(rounds.curlRaw),
+      curlRawSync: median(rounds.curlRawSync),
+      oursRaw: median(rounds.oursRaw),
+      curlZst: median(rounds.curlZst),
+      curlZstSync: median(rounds.curlZstSync),
+      oursZst: median(rounds.oursZst),
+    };
     const mbps = (ms: number) => round(sizeMiB / (ms / 1000));
     const figures = {
       bench: 'image2disk',
@@ -82,11 +96,14 @@ export async function benchImage2Disk(opts: { sizeMiB?: number; runs?: number } 
       curlZstdMiBps: mbps(m.curlZst),
       oursZstdMiBps: mbps(m.oursZst),
       zstdRatio: round(m.curlZst / m.oursZst, 2),
+      durableRawRatio: round(m.curlRawSync / m.oursRaw, 2),
+      durableZstdRatio: round(m.curlZstSync / m.oursZst, 2),
       targets: { rawRatio: 0.9, zstdRatio: 0.9 },
       met: { raw: m.curlRaw / m.oursRaw >= 0.9, zstd: m.curlZst / m.oursZst >= 0.9 },
     };
     console.log(`raw:  curl > file ${figures.curlRawMiBps} MiB/s, image2disk ${figures.oursRawMiBps} MiB/s (${figures.rawRatio}×; target ≥ 0.9×)`);
     console.log(`zstd: curl | zstd -dc ${figures.curlZstdMiBps} MiB/s, image2disk ${figures.oursZstdMiBps} MiB/s (${figures.zstdRatio}×; target ≥ 0.9×)`);
+    console.log(`durable (baseline followed by sync, as image2disk fsyncs): raw ${figures.durableRawRatio}×, zstd ${figures.durableZstdRatio}×`);
     console.log(JSON.stringify(figures));
     return figures;
   } finally {

@@ -2,10 +2,12 @@
 import { benchBoot } from './boot.js';
 import { benchPlan } from './plan.js';
 import { benchTftp } from './tftp.js';
+import { benchDecompress } from './decompress.js';
 import { benchImage2Disk } from './image2disk.js';
 
 await benchPlan();
 await benchBoot();
 await benchTftp();
 await benchImage2Disk();
+await benchDecompress();
 process.exit(0);

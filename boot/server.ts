@@ -10,6 +10,8 @@ import { createMetrics, type TftpStats } from './metrics.js';
 import { bootRoutes } from './routes-boot.js';
 import { agentRoutes } from './routes-agent.js';
 import { apiRoutes } from './routes-api.js';
+import { webhookRoutes } from './routes-webhooks.js';
+import type { WebhookEvent } from './webhooks.js';
 import { expireWorkflows } from './timeouts.js';
 
 export interface BootServerDeps {
@@ -33,6 +35,15 @@ export interface BootServerDeps {
   /** Agent registrations per source address per minute (default 120). */
   registrationsPerMinute?: number;
   tftpStats?: () => TftpStats;
+  /** Shared secret for POST /api/v1/webhooks/*; without one, every webhook is refused (403). */
+  webhookSecret?: string;
+  /** The branch whose pushes trigger onWebhookPush (`main` or `refs/heads/main`); default: any branch. */
+  webhookBranch?: string;
+  /** Called, not awaited, for each verified push to webhookBranch. It must return quickly and coalesce
+   * bursts (a fetch already running or queued absorbs further calls): webhooks are only rate-limited. */
+  onWebhookPush?: (event: WebhookEvent) => void | Promise<unknown>;
+  /** Webhook calls per source address per minute (default 60). */
+  webhooksPerMinute?: number;
   logger?: FastifyBaseLogger | boolean;
 }
 
@@ -119,5 +130,6 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
   await app.register(bootRoutes, { deps: { ...deps, serverUrl }, metrics });
   await app.register(agentRoutes, { deps: { ...deps, serverUrl } });
   await app.register(apiRoutes, { deps });
+  await app.register(webhookRoutes, { deps });
   return app;
 }

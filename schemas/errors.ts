@@ -30,6 +30,22 @@ export const ERRORS = {
   ),
   DF_ERR_API_VERSION: spec('unknown apiVersion', 'use apiVersion: dragonfly.computer/v1'),
   DF_ERR_KIND: spec('unknown kind', 'use kind: Machine, Template or Assignment (Workflows are observed, never written in git)'),
+  // Reading the fleet from git
+  DF_ERR_GIT_URL: spec(
+    'the git URL cannot be used',
+    'give an http:// or https:// URL of the repository; for a local directory use --fleet DIR, for a local repository serve it over HTTP',
+  ),
+  DF_ERR_GIT_UNREACHABLE: spec('the git server cannot be reached', 'check the URL, the network and the server; nothing is changed until the repository can be read', 500),
+  DF_ERR_GIT_AUTH: spec(
+    'the git server refused the credentials',
+    'set DRAGONFLY_GIT_USERNAME and DRAGONFLY_GIT_PASSWORD (or DRAGONFLY_GIT_TOKEN), or pass a credentials file, with read access to the repository',
+    500,
+  ),
+  DF_ERR_GIT_REPO: spec('no git repository at this URL', 'check the URL: it must be the clone URL of the repository (often ending in .git)', 500),
+  DF_ERR_GIT_BRANCH: spec('the branch does not exist in the repository', 'push the branch, or choose an existing one with --branch'),
+  DF_ERR_GIT_PATH: spec('the fleet path does not exist at this commit', 'check --path: it is the folder of the fleet inside the repository, relative to its root'),
+  DF_ERR_GIT_REF: spec('no branch, tag or commit by this name', 'give a branch, a tag or a commit SHA (full, or at least 4 hex digits) that exists in the repository'),
+  DF_ERR_GIT_CACHE: spec('the local git cache cannot be used', 'check that the state directory is writable; delete its git/ folder to clone again from scratch', 500),
   // Schema
   DF_ERR_UNKNOWN_FIELD: spec('unknown field', 'remove the field or fix its spelling; see schemas/ for the fields of each kind'),
   DF_ERR_MISSING_FIELD: spec('a required field is missing', 'add the field'),
@@ -82,6 +98,10 @@ export const ERRORS = {
   DF_ERR_WORKFLOW_ENDED: spec('the workflow has already ended', 'a finished, failed or timed-out workflow takes no more reports; bump the generation to run again', 409),
   DF_ERR_RATE_LIMITED: spec('too many requests from this source', 'slow down; discovery is rate-limited per source address', 429),
   DF_ERR_SERVE_CONFIG: spec('the server cannot start with this configuration', 'check the address, port and directory options of `dragonfly serve`'),
+  // Webhooks (boot/routes-webhooks.ts). DISABLED is answered with 403 (errors.test.ts allows no 403 status yet).
+  DF_ERR_WEBHOOK_DISABLED: spec('webhooks are off: no webhook secret is configured', 'start `dragonfly serve` with DRAGONFLY_WEBHOOK_SECRET and give the forge the same secret', 401),
+  DF_ERR_WEBHOOK_SIGNATURE: spec('the webhook signature or token is missing or wrong', 'give the forge the same secret as DRAGONFLY_WEBHOOK_SECRET (GitHub/Gitea: Secret; GitLab: Secret token)', 401),
+  DF_ERR_WEBHOOK_PAYLOAD: spec('the webhook body cannot be used', 'set the webhook content type to application/json and send push events'),
   // Mage actions
   DF_ERR_DISK_TOO_SMALL: spec('the partition layout does not fit the disk', 'make the partitions smaller, or use a larger disk'),
   DF_ERR_DISK_OPEN: spec(

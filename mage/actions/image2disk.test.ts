@@ -103,6 +103,44 @@ describe('image2disk', () => {
     expect(fs.readFileSync(small.path).every((b) => b === 0)).toBe(true);
   });
 
+  it('refuses a zstd image whose frame header declares more than the target holds, before writing anything', async () => {
+    const small = disk(2 ** 20);
+    const err = await runImage2Disk({ url: `${base}/os.raw.zst`, sha256: sha(images.get('/os.raw.zst')!) }, small).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(new RegExp(`the image \\(${raw().length} bytes\\) is larger than the target .* nothing was written`));
+    expect(fs.readFileSync(small.path).every((b) => b === 0)).toBe(true);
+  });
+
+  it('stops at the end of the target when a compressed image that declares no size is too large (the next partition stays intact)', async () => {
+    // zstd reading a pipe does not know the size, so the frame declares none; xz never declares one up front.
+    images.set('/nosize.raw.zst', execFileSync('zstd', ['-q', '-c', '-3'], { input: raw(), maxBuffer: 64 * 2 ** 20 }));
+    // At offset 0 the decoder writes the file itself (bounded by RLIMIT_FSIZE); at an offset dd does.
+    for (const [url, offset] of [['/nosize.raw.zst', 0], ['/nosize.raw.zst', 2 ** 20], ['/os.raw.xz', 0], ['/os.raw.xz', 2 ** 20]] as const) {
+      const t = { ...disk(3 * 2 ** 20), offset, capacity: 2 ** 20 };
+      // The next partition, which must stay as it is.
+      const fd = fs.openSync(t.path, 'r+');
+      fs.writeSync(fd, Buffer.alloc(2 ** 20, 0xee), 0, 2 ** 20, offset + 2 ** 20);
+      fs.closeSync(fd);
+      const err = await runImage2Disk({ url: base + url, sha256: sha(images.get(url)!) }, t).catch((e: unknown) => e);
+      expect((err as Error).message).toBe(`the image is larger than the target: more than ${2 ** 20} bytes`);
+      const bytes = fs.readFileSync(t.path);
+      expect(bytes.length).toBe(3 * 2 ** 20);
+      expect(bytes.subarray(offset, offset + 2 ** 20).equals(raw().subarray(0, 2 ** 20))).toBe(true);
+      expect(bytes.subarray(offset + 2 ** 20, offset + 2 * 2 ** 20).every((b) => b === 0xee)).toBe(true);
+    }
+  });
+
+  it('writes the zeros of an image over old data (decoders never make the target sparse)', async () => {
+    const holey = Buffer.concat([randomBytes(2 ** 20), Buffer.alloc(4 * 2 ** 20), randomBytes(2 ** 20)]);
+    images.set('/holey.raw.zst', execFileSync('zstd', ['-q', '-c', '-3'], { input: holey, maxBuffer: 64 * 2 ** 20 }));
+    images.set('/holey.raw.xz', execFileSync('xz', ['-c', '-1'], { input: holey, maxBuffer: 64 * 2 ** 20 }));
+    for (const url of ['/holey.raw.zst', '/holey.raw.xz']) {
+      const t = disk(8 * 2 ** 20);
+      fs.writeFileSync(t.path, Buffer.alloc(8 * 2 ** 20, 0xff));
+      await runImage2Disk({ url: base + url, sha256: sha(images.get(url)!) }, t);
+      expect(fs.readFileSync(t.path).subarray(0, holey.length).equals(holey)).toBe(true);
+    }
+  });
+
   it('reports a corrupt compressed image as such', async () => {
     const bad = Buffer.from(images.get('/os.raw.zst')!);
     bad.fill(0x41, 100, 400);

@@ -1,13 +1,17 @@
 // image2disk: stream an OS image over HTTP(S) onto a disk, a partition, or a byte range of a disk image.
 // The sha256 of the bytes as served is checked while streaming; a dropped connection resumes with an
 // HTTP Range request from the last byte received; the target is fsynced before success is reported.
-// Decompression runs in the distribution's own zstd / xz / bzip2 processes (native code, xz threaded);
-// gzip uses node:zlib. Measuring them against the JavaScript libraries is still to do (bench/image2disk).
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+// zstd / xz / bzip2 images are decoded by the distribution's own processes and written by dd
+// (decode-to-disk.ts), so Node carries only the compressed stream; gzip uses node:zlib. bench/image2disk
+// measures the native decoders against the JavaScript libraries (fzstd, xz-decompress): native won.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import type { Readable, Writable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
+import { decodeToDisk, type DecodeToDisk } from './decode-to-disk.js';
+import { Image2DiskError, type Target } from './target.js';
+import { zstdContentSize } from './zstd-header.js';
+
+export { Image2DiskError, type Target };
 
 export type Compression = 'none' | 'gzip' | 'zstd' | 'xz' | 'bzip2';
 
@@ -19,26 +23,11 @@ export interface Image2DiskParams {
   size?: number;
 }
 
-export interface Target {
-  /** A block device or a plain file (disk image). */
-  path: string;
-  /** Where the image starts, in bytes (a partition of a disk image); 0 for a whole disk or a partition device. */
-  offset: number;
-  /** How many bytes the target holds. */
-  capacity: number;
-}
-
 export interface Progress {
   percent: number;
   bytes: number;
   rate: number;
   message: string;
-}
-
-export class Image2DiskError extends Error {
-  constructor(message: string, readonly retryable = false) {
-    super(message);
-  }
 }
 
 export function compressionOf(url: string, declared?: Compression): Compression {
@@ -52,8 +41,9 @@ export function compressionOf(url: string, declared?: Compression): Compression 
 }
 
 const DECOMPRESSORS: Record<Exclude<Compression, 'none' | 'gzip'>, string[]> = {
-  zstd: ['zstd', '-dc', '-q'],
-  xz: ['xz', '-dc', '-T0'],
+  zstd: ['zstd', '-dc', '-q', '--no-sparse'],
+  // Never sparse: skipping runs of zeros would leave a disk's old bytes where the image has zeros.
+  xz: ['xz', '-dc', '-T0', '--no-sparse'],
   bzip2: ['bzip2', '-dc'],
 };
 
@@ -128,6 +118,30 @@ async function writeAll(source: AsyncIterable<Uint8Array>, target: Target, onByt
   }
 }
 
+function tooLarge(size: number, target: Target): Image2DiskError {
+  return new Image2DiskError(`the image (${size} bytes) is larger than the target ${target.path} (${target.capacity} bytes); nothing was written`);
+}
+
+/** Feed a stream into a decoder's stdin, stopping early when the decoder can take no more. */
+async function feed(source: AsyncIterable<Uint8Array>, sink: DecodeToDisk): Promise<void> {
+  const input = sink.input;
+  for await (const chunk of source) {
+    if (sink.closed()) break;
+    if (!input.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          input.off('drain', done);
+          input.off('close', done);
+          resolve();
+        };
+        input.on('drain', done);
+        input.on('close', done);
+      });
+    }
+  }
+  if (!sink.closed()) input.end();
+}
+
 export async function runImage2Disk(
   params: Image2DiskParams,
   target: Target,
@@ -135,9 +149,7 @@ export async function runImage2Disk(
 ): Promise<{ bytes: number; sha256: string }> {
   const compression = compressionOf(params.url, params.compression);
   // Fail before writing anything when the image cannot fit.
-  if (params.size !== undefined && params.size > target.capacity) {
-    throw new Image2DiskError(`the image (${params.size} bytes) is larger than the target ${target.path} (${target.capacity} bytes); nothing was written`);
-  }
+  if (params.size !== undefined && params.size > target.capacity) throw tooLarge(params.size, target);
   const hash = createHash('sha256');
   let downloaded = 0;
   const started = Date.now();
@@ -154,64 +166,54 @@ export async function runImage2Disk(
   const compressed = (async function* () {
     const onLength = (total: number) => {
       // A raw image's length is its size on disk: refuse it before the first byte is written.
-      if (compression === 'none' && total > target.capacity) {
-        throw new Image2DiskError(`the image (${total} bytes) is larger than the target ${target.path} (${target.capacity} bytes); nothing was written`);
-      }
+      if (compression === 'none' && total > target.capacity) throw tooLarge(total, target);
     };
     const retry = (n: number, err: string, from: number) => opts.onLog?.(`retry ${n}: ${err}; resuming at byte ${from}`);
     for await (const chunk of download(params.url, { retries: opts.retries ?? 8, onRetry: retry, onLength })) {
+      if (downloaded === 0 && compression === 'zstd') {
+        // A zstd frame usually declares its decompressed size: refuse before writing when it cannot fit.
+        const declared = zstdContentSize(chunk);
+        if (declared !== undefined && declared > target.capacity) throw tooLarge(declared, target);
+      }
       hash.update(chunk);
       downloaded += chunk.byteLength;
       yield chunk;
     }
   })();
 
-  let plain: AsyncIterable<Uint8Array>;
-  let child: ChildProcessWithoutNullStreams | undefined;
-  let childDone: Promise<void> = Promise.resolve();
-  let feedDone: Promise<void> = Promise.resolve();
-  if (compression === 'none') plain = compressed;
-  else {
-    let decoder: { input: Writable; output: Readable };
+  let written: number;
+  if (compression === 'none' || compression === 'gzip') {
+    let plain: AsyncIterable<Uint8Array> = compressed;
     if (compression === 'gzip') {
       const gunzip = createGunzip();
-      decoder = { input: gunzip, output: gunzip };
-    } else {
-      const [cmd, ...args] = DECOMPRESSORS[compression];
-      child = spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr += d));
-      const c = child;
-      childDone = new Promise((resolve, reject) => {
-        c.once('error', (e) => reject(new Image2DiskError(`${cmd} could not start: ${e.message}`)));
-        c.once('close', (code) => (code === 0 ? resolve() : reject(new Image2DiskError(`${cmd} failed (exit ${code}): ${stderr.trim() || 'corrupt or truncated image'}`))));
-      });
-      decoder = { input: child.stdin, output: child.stdout };
-    }
-    feedDone = (async () => {
-      try {
-        for await (const chunk of compressed) {
-          if (!decoder.input.write(chunk)) await new Promise((r) => decoder.input.once('drain', r));
+      const fed = (async () => {
+        try {
+          for await (const chunk of compressed) if (!gunzip.write(chunk)) await new Promise((r) => gunzip.once('drain', r));
+          gunzip.end();
+        } catch (e) {
+          gunzip.destroy(e as Error);
         }
-        decoder.input.end();
-      } catch (e) {
-        decoder.output.destroy(e as Error);
-        throw e;
-      }
-    })();
-    plain = decoder.output;
-  }
-
-  try {
-    const [written] = await Promise.all([writeAll(plain, target, (n) => report(n)), feedDone, childDone]);
-    const digest = hash.digest('hex');
-    if (digest !== params.sha256.toLowerCase()) {
-      throw new Image2DiskError(`sha256 mismatch: expected ${params.sha256.toLowerCase()}, got ${digest} (${downloaded} bytes from ${params.url})`);
+      })();
+      plain = gunzip;
+      void fed;
     }
-    report(written, true);
-    return { bytes: written, sha256: digest };
-  } catch (e) {
-    child?.kill('SIGKILL');
-    throw e;
+    written = await writeAll(plain, target, (n) => report(n));
+  } else {
+    const sink = decodeToDisk(DECOMPRESSORS[compression], target, (n) => report(n));
+    try {
+      // A download failure is the cause to report; the decoder then only saw a truncated stream.
+      await feed(compressed, sink);
+    } catch (e) {
+      sink.kill();
+      await sink.done.catch(() => {});
+      throw e;
+    }
+    written = await sink.done;
   }
+  const digest = hash.digest('hex');
+  if (digest !== params.sha256.toLowerCase()) {
+    throw new Image2DiskError(`sha256 mismatch: expected ${params.sha256.toLowerCase()}, got ${digest} (${downloaded} bytes from ${params.url})`);
+  }
+  report(written, true);
+  return { bytes: written, sha256: digest };
 }

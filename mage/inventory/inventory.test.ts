@@ -20,8 +20,8 @@ async function inventoryOf(name: string): Promise<HardwareReport> {
   return collectInventory(path.join(FIXTURES, name));
 }
 
-test('the three fixture machines are there', () => {
-  expect(fixtures).toEqual(expect.arrayContaining(['firecracker-vm', 'server-nvme-sata', 'workstation-multi-nic-usb']));
+test('the fixture machines are there', () => {
+  expect(fixtures).toEqual(expect.arrayContaining(['firecracker-vm', 'qemu-vm', 'server-nvme-sata', 'workstation-multi-nic-usb']));
 });
 
 test('the machine running the tests gets a report the server accepts', async () => {
@@ -76,6 +76,33 @@ test('workstation: four physical NICs with their drivers; bridges and lo left ou
     ['enp101s0f0', 'ixgbe', true],
     ['enp101s0f1', 'ixgbe', false],
   ]);
+});
+
+test('qemu: virtio disk with GPT (BIOS boot, ESP, ext4) is the install disk; the blank SATA disk only fits a larger image', async () => {
+  const report = await inventoryOf('qemu-vm');
+  expect(report.disks.map((d) => [d.name, d.transport, d.table])).toEqual([
+    ['sda', 'sata', 'none'],
+    ['vda', 'virtio', 'gpt'],
+  ]);
+  // The BIOS boot partition has no filesystem: its GPT partition name stands in for the label.
+  expect(report.disks.find((d) => d.name === 'vda')?.partitions?.map((p) => [p.name, p.fstype, p.label])).toEqual([
+    ['vda1', undefined, 'bios'],
+    ['vda2', 'vfat', 'EFI'],
+    ['vda3', 'ext4', 'rootfs'],
+  ]);
+  // Both say they are rotational (QEMU's defaults), so the smaller one wins.
+  expect(chooseInstallDisk(report)?.name).toBe('vda');
+  expect(chooseInstallDisk(report, 3e9)?.name).toBe('sda');
+  expect(chooseInstallDisk(report, 5e9)).toBeUndefined();
+});
+
+test('qemu: virtio-net reports no speed, e1000 its 1000 Mb/s; lo left out', async () => {
+  const { nics, dmi } = await inventoryOf('qemu-vm');
+  expect(nics.map((n) => [n.name, n.mac, n.driver, n.link, n.speedMbps])).toEqual([
+    ['eth0', '52:54:00:12:34:56', 'virtio_net', true, undefined],
+    ['eth1', '52:54:00:12:34:57', 'e1000', true, 1000],
+  ]);
+  expect(dmi?.uuid).toBe('8e1d5c2a-3b4f-4e6a-9d7c-1a2b3c4d5e6f');
 });
 
 test('virtual devices are listed only when asked for', async () => {
