@@ -1,7 +1,8 @@
 // Where partition N of a disk lives: its device (/dev/sda2, /dev/nvme0n1p2) on a block device, or a byte
 // range of a disk image file. The table is read with `sfdisk --json` (reading only; writing is native).
 import fs from 'node:fs';
-import { run } from './actions/fs-tools.js';
+import { partitionDevice } from './actions/device-names.js';
+import { runTool } from './actions/partition-tools.js';
 
 export interface PartitionLocation {
   /** What to open: the partition device, or the image file itself. */
@@ -14,11 +15,6 @@ export interface PartitionLocation {
 
 export class LayoutError extends Error {}
 
-/** /dev/sda → /dev/sda1; names ending in a digit take a 'p' (nvme0n1p1, mmcblk0p1, loop0p1, md0p1). */
-export function partitionDevice(disk: string, n: number): string {
-  return /\d$/.test(disk) ? `${disk}p${n}` : `${disk}${n}`;
-}
-
 export function isBlockDevice(p: string): boolean {
   try {
     return fs.statSync(p).isBlockDevice();
@@ -29,14 +25,13 @@ export function isBlockDevice(p: string): boolean {
 
 export async function diskSize(disk: string): Promise<number> {
   if (!isBlockDevice(disk)) return fs.statSync(disk).size;
-  const { stdout } = await run('blockdev', ['--getsize64', disk]);
-  return Number(stdout.toString().trim());
+  return Number((await runTool({ command: 'blockdev', args: ['--getsize64', disk] })).trim());
 }
 
 export async function partitionLocation(disk: string, n: number): Promise<PartitionLocation> {
   let table: { partitiontable?: { sectorsize?: number; partitions?: { start: number; size: number }[] } };
   try {
-    table = JSON.parse((await run('sfdisk', ['--json', disk])).stdout.toString());
+    table = JSON.parse(await runTool({ command: 'sfdisk', args: ['--json', disk] }));
   } catch (e) {
     throw new LayoutError(`cannot read the partition table of ${disk}: ${(e as Error).message}`);
   }

@@ -114,6 +114,11 @@ export const ERRORS = {
     'read the tool output in the message; install dosfstools, e2fsprogs and util-linux in the Mage image if a tool is missing',
     500,
   ),
+  DF_ERR_NO_FILESYSTEM: spec(
+    'the partition holds no filesystem',
+    'give the partition a format (ext4, vfat, …) in the partition action, or write the image that holds it first',
+  ),
+  DF_ERR_FILE_NOT_FOUND: spec('a file the action reads is not in the filesystem', 'check the path: it is read from the partition the action names'),
   // Warnings
   DF_WARN_EMPTY_SELECTOR: spec('a selector matches no machine', 'check the labels; the assignment does nothing until a machine matches'),
 } as const satisfies Record<string, ErrorSpec>;

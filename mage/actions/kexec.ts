@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { partitionLocation } from '../disk-layout.js';
-import { readFileInFs, run } from './fs-tools.js';
+import { readFileInFs } from './fs-tools.js';
+import { execTool } from './partition-tools.js';
 
 export interface KexecParams {
   partition: number;
@@ -75,8 +76,8 @@ export async function runKexec(params: KexecParams, disk: string, opts: { dryRun
   load.push(`--command-line=${entry.cmdline}`);
   const commands = [load, ['kexec', '-e']];
   if (!opts.dryRun) {
-    await run(load[0]!, load.slice(1));
-    await run('kexec', ['-e']); // does not return on success
+    await execTool({ command: load[0]!, args: load.slice(1) });
+    await execTool({ command: 'kexec', args: ['-e'] }); // does not return on success
   }
   return { commands };
 }

@@ -1,5 +1,6 @@
-// writefile: put a file with content, mode and owner into the filesystem on a partition, without
-// mounting (debugfs / mtools, see fs-tools.ts), so it works on a disk image too.
+// writefile: put a file with content, mode and owner into the filesystem on a partition. ext4 and vfat
+// without mounting (debugfs / mtools), so it works on a disk image without root; others through a mount
+// (fs-tools.ts).
 import { partitionLocation } from '../disk-layout.js';
 import { writeFileInFs } from './fs-tools.js';
 
