@@ -1,39 +1,15 @@
 // `dragonfly serve` and `dragonfly watch` as a user runs them: real processes, real ports.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BIN, dragonfly, ROOT, tempDir } from './cli-helpers.js';
+import { collect, freePort, until } from './process-helpers.js';
 
 const dirs: string[] = [];
 afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function collect(child: ReturnType<typeof spawn>): { text: () => string } {
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d));
-  child.stderr?.on('data', (d: Buffer) => (out += d));
-  return { text: () => out };
-}
-
-async function until(what: string, probe: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('dragonfly serve', () => {
   it('serves, is watched, and shuts down gracefully on SIGTERM', async () => {
