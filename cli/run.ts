@@ -9,6 +9,7 @@ import { reportError, type Io } from './output.js';
 import { planCommand, planHelp } from './plan.js';
 import { schemasCommand, schemasHelp } from './schemas.js';
 import { serveCommand, serveHelp } from './serve.js';
+import { statusCommand, statusHelp, suspendCommand, suspendHelp } from './status.js';
 import { mageCommand, mageHelp, mageRunCommand } from './mage.js';
 import { watchCommand, watchHelp } from './watch.js';
 import { validateCommand, validateHelp } from './validate.js';
@@ -19,7 +20,10 @@ Declarative, GitOps bare-metal provisioning: the fleet is YAML in git; the obser
 LMDB store (--state DIR, default $DRAGONFLY_STATE or ./.dragonfly).
 
 Commands:
-  serve      serve PXE-booting machines: HTTP iPXE scripts, TFTP, proxyDHCP, the Mage agent API
+  serve      serve PXE-booting machines (HTTP iPXE scripts, TFTP, proxyDHCP, the Mage agent API) and, with
+             --fleet DIR or --repo URL, reconcile every new fleet revision (the GitOps controller)
+  status     what the controller applied, the newest revision and its errors, drift, workflows
+  suspend    stop the controller from applying (it still validates and plans); resume restarts it
   watch      follow a running server's machine and workflow events
   mage       the in-RAM agent; \`mage run\` runs a template against a disk image locally
   validate   check a fleet directory: schemas, references, template variables (file:line:col errors)
@@ -42,6 +46,9 @@ const HELP: Record<string, string> = {
   name: nameHelp,
   schemas: schemasHelp,
   serve: serveHelp,
+  status: statusHelp,
+  suspend: suspendHelp,
+  resume: suspendHelp,
   watch: watchHelp,
   mage: mageHelp,
 };
@@ -65,6 +72,14 @@ const OPTIONS = {
   'ipxe-dir': { type: 'string' },
   'mage-dir': { type: 'string' },
   'api-token-file': { type: 'string' },
+  repo: { type: 'string' },
+  branch: { type: 'string' },
+  path: { type: 'string' },
+  poll: { type: 'string' },
+  'git-credentials-file': { type: 'string' },
+  manual: { type: 'boolean' },
+  'webhook-secret-file': { type: 'string' },
+  reason: { type: 'string' },
   server: { type: 'string' },
   since: { type: 'string' },
   mac: { type: 'string' },
@@ -86,7 +101,10 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   history: ['state', 'json', 'limit'],
   name: [],
   schemas: ['crd'],
-  serve: ['fleet', 'state', 'http', 'tftp', 'dhcp', 'dhcp-ip', 'public-url', 'ipxe-dir', 'mage-dir', 'api-token-file'],
+  serve: ['fleet', 'repo', 'branch', 'path', 'poll', 'git-credentials-file', 'manual', 'webhook-secret-file', 'state', 'http', 'tftp', 'dhcp', 'dhcp-ip', 'public-url', 'ipxe-dir', 'mage-dir', 'api-token-file'],
+  status: ['state', 'json'],
+  suspend: ['state', 'reason'],
+  resume: ['state'],
   watch: ['server', 'since', 'json'],
   mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'template', 'set', 'kexec'],
 };
@@ -143,6 +161,13 @@ export async function run(argv: string[], io: Io): Promise<number> {
         return await serveCommand(
           {
             fleet: v.fleet,
+            repo: v.repo,
+            branch: v.branch,
+            path: v.path,
+            poll: v.poll,
+            gitCredentialsFile: v['git-credentials-file'],
+            manual: v.manual,
+            webhookSecretFile: v['webhook-secret-file'],
             state: v.state,
             http: v.http,
             tftp: v.tftp,
@@ -155,6 +180,11 @@ export async function run(argv: string[], io: Io): Promise<number> {
           },
           io,
         );
+      case 'status':
+        return await statusCommand({ state: v.state, json }, io);
+      case 'suspend':
+      case 'resume':
+        return await suspendCommand({ state: v.state, reason: v.reason, resume: command === 'resume' }, io);
       case 'watch':
         return await watchCommand({ server: v.server, since: v.since, json }, io);
       case 'mage':

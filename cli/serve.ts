@@ -12,21 +12,31 @@ import { startTftpServer } from '../boot/tftp/server.js';
 import { combinedSource, directorySource, memorySource } from '../boot/tftp/source.js';
 import { startProxyDhcp } from '../boot/dhcp/server.js';
 import { LmdbStore, stateDirFrom } from '../store/lmdb.js';
-import { readFleetDir } from '../reconciler/fleet-dir.js';
-import { loadFleet } from '../reconciler/load.js';
-import { readObserved } from '../reconciler/observed.js';
-import { planFleet } from '../reconciler/plan.js';
-import { summaryLine } from '../reconciler/render.js';
+import { Controller } from '../reconciler/controller.js';
+import { GitSource, gitCacheDir, sanitizeUrl } from '../reconciler/git-source.js';
+import { followDirectory, followGit, type Follower } from '../reconciler/sources.js';
+import { parseDuration } from '../schemas/formats.js';
 import type { Io } from './output.js';
 
-export const serveHelp = `Usage: dragonfly serve [--fleet DIR] [--state DIR] [--http HOST:PORT] [--tftp HOST:PORT|off]
+export const serveHelp = `Usage: dragonfly serve [--fleet DIR | --repo URL [--branch B] [--path SUBDIR] [--poll 30s]] [--manual]
+                       [--state DIR] [--http HOST:PORT] [--tftp HOST:PORT|off]
                        [--dhcp proxy --dhcp-ip IP] [--public-url URL] [--ipxe-dir DIR] [--mage-dir DIR]
 
 Serve PXE-booting machines: each machine's fate (discover, image, boot its disk) comes from what the
-state store says about its MAC. \`dragonfly plan\` / \`apply\` against the same --state change what the
-server answers, live.
+state store says about its MAC. With --fleet or --repo it is also the GitOps controller: every new
+revision (a directory save, a pushed commit) is validated, planned and applied; an invalid revision
+changes nothing and is reported (\`dragonfly status\`) until a valid one arrives.
 
-  --fleet DIR          validate this fleet at start and log what an apply would change
+  --fleet DIR          the fleet directory, watched: each save is reconciled (revision = content hash)
+  --repo URL           the fleet repository (http/https), followed: each commit is reconciled
+  --branch B           the branch to follow (default main)
+  --path SUBDIR        the fleet's folder inside the repository (default: its root)
+  --poll DURATION      how often to fetch (default 30s); webhooks fetch at once
+  --git-credentials-file FILE   first line user:password or a token (else DRAGONFLY_GIT_USERNAME /
+                       DRAGONFLY_GIT_PASSWORD / DRAGONFLY_GIT_TOKEN); never logged
+  --manual             detect and report changes only; apply them with \`dragonfly apply\`
+  --webhook-secret-file FILE    the shared secret of POST /api/v1/webhooks/github|gitlab|gitea
+                       (else DRAGONFLY_WEBHOOK_SECRET); without one, webhooks are refused
   --state DIR          the state directory (default $DRAGONFLY_STATE or ./.dragonfly)
   --http HOST:PORT     HTTP: iPXE scripts, Mage files, agent and read API (default 0.0.0.0:8080)
   --tftp HOST:PORT     TFTP: iPXE binaries and boot.ipxe / autoexec.ipxe (default 0.0.0.0:69; off: none)
@@ -37,11 +47,18 @@ server answers, live.
   --mage-dir DIR       Mage's vmlinuz and initrd (dragonfly mage build --out DIR)
 
 Environment: DRAGONFLY_API_TOKEN (or --api-token-file FILE) allows admin API calls; without it they are
-all refused. DRAGONFLY_LOG_LEVEL (default info). Logs are JSON lines (pino) on stdout.
+all refused. \`dragonfly suspend\` / \`resume\` pause and restart applying. DRAGONFLY_LOG_LEVEL (default info). Logs are JSON lines (pino) on stdout.
 `;
 
 export interface ServeOptions {
   fleet?: string;
+  repo?: string;
+  branch?: string;
+  path?: string;
+  poll?: string;
+  gitCredentialsFile?: string;
+  manual?: boolean;
+  webhookSecretFile?: string;
   state?: string;
   http?: string;
   tftp?: string;
@@ -58,6 +75,14 @@ function hostPort(text: string, what: string): { host: string; port: number } {
   const port = m ? Number(m[2]) : NaN;
   if (!m || port > 65535) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `${what} ${JSON.stringify(text)} is not HOST:PORT`);
   return { host: m[1]!.replace(/^\[|\]$/g, '') || '0.0.0.0', port };
+}
+
+function durationMs(text: string): number {
+  try {
+    return parseDuration(text) * 1000;
+  } catch {
+    throw new DragonflyError('DF_ERR_SERVE_CONFIG', `--poll ${JSON.stringify(text)} is not a duration such as 30s or 5m`);
+  }
 }
 
 function firstIpv4(): string {
@@ -78,17 +103,39 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
   const stateDir = stateDirFrom(opts.state);
   const publicUrl = opts.publicUrl ?? `http://${http.host === '0.0.0.0' || http.host === '::' ? (opts.dhcpIp ?? firstIpv4()) : http.host}:${http.port}`;
 
+  if (opts.fleet && opts.repo) throw new DragonflyError('DF_ERR_SERVE_CONFIG', 'give --fleet DIR or --repo URL, not both');
+  const pollMs = opts.poll ? durationMs(opts.poll) : 30_000;
+  const webhookSecret = opts.webhookSecretFile ? fs.readFileSync(opts.webhookSecretFile, 'utf8').trim() : process.env.DRAGONFLY_WEBHOOK_SECRET || undefined;
+  // Constructed before anything listens, so a bad URL, branch or path is a usage error at start.
+  const git = opts.repo
+    ? new GitSource({
+        url: opts.repo,
+        dir: gitCacheDir(stateDir, opts.repo),
+        ...(opts.branch ? { branch: opts.branch } : {}),
+        ...(opts.path ? { path: opts.path } : {}),
+        ...(opts.gitCredentialsFile ? { credentialsFile: opts.gitCredentialsFile } : {}),
+      })
+    : undefined;
+
   const store = LmdbStore.open(stateDir);
   const secret = loadOrCreateSecret(stateDir);
   const closers: (() => Promise<unknown>)[] = [() => store.close()];
   try {
-    if (opts.fleet) {
-      const { fleet, diagnostics } = loadFleet(readFleetDir(opts.fleet));
-      for (const d of diagnostics) log.warn({ code: d.code, file: d.file, line: d.line, col: d.col }, d.message);
-      if (fleet) log.info({ fleet: opts.fleet, revision: fleet.revision, plan: summaryLine(planFleet(fleet, await readObserved(store))) }, 'fleet loaded; `dragonfly apply` makes it so');
-    }
     if (!opts.mageDir) log.warn('no --mage-dir: discovery and imaging scripts point at /mage/vmlinuz and /mage/initrd, which will 404');
     if (!fs.existsSync(ipxeDir)) log.warn({ ipxeDir }, 'no iPXE binaries: install Debian\'s ipxe package or pass --ipxe-dir');
+
+    // The GitOps controller, fed by the fleet's source.
+    let follower: Follower | undefined;
+    if (opts.fleet || git) {
+      const source = git ? `git ${git.displayUrl} ${git.branch}${git.path ? ` ${git.path}` : ''}` : `directory ${path.resolve(opts.fleet!)}`;
+      const controller = await Controller.start({ store, log: log.child({ part: 'controller' }), source, ...(opts.manual ? { manual: true } : {}) });
+      closers.unshift(() => controller.close());
+      const onError = (e: Error) => log.error({ code: (e as DragonflyError).code, err: sanitizeUrl(e.message) }, 'fleet source failed; the last good revision stays in force');
+      const onRevision = controller.offer.bind(controller);
+      follower = git ? followGit(git, { pollMs, onRevision, onError }) : await followDirectory(opts.fleet!, { onRevision, onError });
+      closers.unshift(() => follower!.close());
+      log.info({ source, manual: opts.manual ?? false, ...(git ? { pollMs, webhooks: webhookSecret !== undefined } : {}) }, 'following the fleet');
+    }
 
     let tftpServer: Awaited<ReturnType<typeof startTftpServer>> | undefined;
     const app = await buildServer({
@@ -98,6 +145,8 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
       ...(opts.mageDir ? { mageDir: opts.mageDir } : {}),
       ...(fs.existsSync(ipxeDir) ? { ipxeDir } : {}),
       ...(apiToken ? { apiToken } : {}),
+      ...(webhookSecret ? { webhookSecret } : {}),
+      ...(git ? { webhookBranch: git.branch, onWebhookPush: () => follower?.fetchNow() } : {}),
       tftpStats: () => tftpServer?.stats() ?? { transfers: 0, bytes: 0, errors: 0, active: 0 },
       logger: log,
     });

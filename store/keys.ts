@@ -6,6 +6,9 @@ export const WORKFLOWS = 'workflows/';
 export const AUDIT = 'audit/';
 export const EVENTS = 'events/';
 export const APPLIED = 'fleet/applied';
+/** The GitOps controller's last report (dragonfly status), and the suspension flag (dragonfly suspend). */
+export const CONTROLLER_STATUS = 'controller/status';
+export const CONTROLLER_SUSPENDED = 'controller/suspended';
 
 export const machineKey = (mac: string) => MACHINES + mac;
 export const workflowKey = (id: string) => WORKFLOWS + id;

@@ -1,0 +1,268 @@
+// The GitOps loop. Sources (a git branch, a watched directory) offer fleet revisions; the store tells it
+// when machines or workflows change. Each round: take the newest revision → load and validate → plan
+// against the observed store → apply (unless manual or suspended) → record what happened in the store's
+// controller/status key, where `dragonfly status` reads it. Rounds never overlap; offers made during a
+// round are coalesced into the next one.
+//
+// Fail closed: a revision that cannot be read or validated changes nothing. The controller then freezes
+// (no applies at all, not even the next wave of a rollout from an older revision) and reports the
+// revision's errors until a valid revision arrives. Destructive changes are what the planner allows
+// (explicit generation bumps, never protected machines, within maxParallel / maxFailures); the next wave
+// of a rollout starts when a finished workflow changes the store.
+import { DragonflyError } from '../schemas/errors.js';
+import type { Plan } from '../schemas/types.js';
+import type { Store } from '../store/store.js';
+import { APPLIED, AUDIT, CONTROLLER_STATUS, CONTROLLER_SUSPENDED, logKeys, MACHINES, WORKFLOWS } from '../store/keys.js';
+import { applyPlan } from './apply.js';
+import { formatDiagnostic, type Diagnostic } from './diagnostics.js';
+import type { Fleet } from './fleet.js';
+import { loadFleet } from './load.js';
+import { observedFrom } from './observed.js';
+import type { SourceFile } from './parse.js';
+import { hasChanges, planFleet } from './plan.js';
+import { summaryLine } from './render.js';
+
+/** One fleet revision, as a source offers it. */
+export interface FleetRevision {
+  /** Commit SHA, or sha256:… of a directory's files. */
+  revision: string;
+  files: readonly SourceFile[];
+  /** Problems reading the source (an unreadable file): the revision is incomplete and is not applied. */
+  errors?: readonly DragonflyError[];
+  /** Commit author, "Name <email>", recorded in the audit log. */
+  author?: string;
+  /** First line of the commit message. */
+  subject?: string;
+}
+
+/** What `dragonfly status` shows; written to the store at the end of every round. */
+export interface ControllerStatus {
+  source: string;
+  mode: 'auto' | 'manual';
+  suspended: boolean;
+  updatedAt: string;
+  /** The newest revision seen, valid or not. */
+  seen?: { revision: string; at: string; valid: boolean; author?: string; subject?: string; errors: string[] };
+  /** The last revision applied by this controller (or found applied when it started). */
+  applied?: { revision: string; at: string; planHash?: string; summary?: string; author?: string };
+  /** Changes that wait: in manual mode or while suspended, what an apply would do. */
+  pending: { summary: string; lines: string[] };
+  /** Plan notes worth a human's eye: drift, machines seen but not in git, deferred/blocked/failed. */
+  notes: { kind: string; machine: string; message: string }[];
+  /** Why the last round failed, if it did (not a validation error: those are in `seen`). */
+  error?: string;
+  rounds: number;
+}
+
+export interface ControllerLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface ControllerOptions {
+  store: Store;
+  log: ControllerLog;
+  /** Shown in status: "git https://… main" or "directory /srv/fleet". */
+  source: string;
+  /** Detect and report only; never apply. */
+  manual?: boolean;
+  /** Wait this long after a store change before re-planning, to take a burst of changes at once. */
+  storeDebounceMs?: number;
+  now?: () => Date;
+}
+
+const MAX_NOTES = 200;
+const MAX_ERRORS = 50;
+const MAX_PENDING_LINES = 200;
+/** An apply that loses a race with another writer is retried in the next round, at most this often in a row. */
+const MAX_STALE_RETRIES = 5;
+
+export class Controller {
+  private offered: FleetRevision | undefined;
+  /** The newest valid fleet, and the revision it came from. */
+  private fleet: Fleet | undefined;
+  private fleetAuthor: string | undefined;
+  private status: ControllerStatus;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private closed = false;
+  private staleRetries = 0;
+  private storeTimer: NodeJS.Timeout | undefined;
+  private readonly unwatch: (() => void)[] = [];
+  private readonly idleWaiters: (() => void)[] = [];
+
+  private constructor(private readonly opts: ControllerOptions, initial: ControllerStatus) {
+    this.status = initial;
+  }
+
+  /** Start watching the store; rounds begin with the first offered revision. */
+  static async start(opts: ControllerOptions): Promise<Controller> {
+    const now = (opts.now ?? (() => new Date()))().toISOString();
+    const { revision, previous, suspended, applied } = await opts.store.read((snap) => ({
+      revision: snap.revision,
+      previous: snap.get<ControllerStatus>(CONTROLLER_STATUS)?.value,
+      suspended: snap.get<unknown>(CONTROLLER_SUSPENDED) !== undefined,
+      applied: snap.get<{ revision: string; at: string; planHash: string }>(APPLIED)?.value,
+    }));
+    const c = new Controller(opts, {
+      source: opts.source,
+      mode: opts.manual ? 'manual' : 'auto',
+      suspended,
+      updatedAt: now,
+      ...(applied ? { applied: { ...(previous?.applied ?? {}), revision: applied.revision, at: applied.at, planHash: applied.planHash } } : {}),
+      pending: { summary: '', lines: [] },
+      notes: [],
+      rounds: 0,
+    });
+    // Machines and workflows changing (a discovery, a finished workflow) can change the plan.
+    for (const prefix of [MACHINES, WORKFLOWS]) c.unwatch.push(opts.store.watch(prefix, revision, () => c.storeChanged()));
+    // `dragonfly suspend` / `resume`, possibly from another process.
+    c.unwatch.push(opts.store.watch(CONTROLLER_SUSPENDED, revision, () => c.trigger()));
+    return c;
+  }
+
+  /** A source has a revision (maybe the same as before: then only the store may have changed). */
+  offer(rev: FleetRevision): void {
+    this.offered = rev;
+    this.trigger();
+  }
+
+  /** Resolves once no round is running or queued (tests, shutdown). */
+  idle(): Promise<void> {
+    if (!this.running && !this.again) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  current(): ControllerStatus {
+    return this.status;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.storeTimer);
+    for (const u of this.unwatch) u();
+    await this.running;
+  }
+
+  private storeChanged(): void {
+    if (this.closed || this.storeTimer) return;
+    this.storeTimer = setTimeout(() => {
+      this.storeTimer = undefined;
+      this.trigger();
+    }, this.opts.storeDebounceMs ?? 50);
+  }
+
+  private trigger(): void {
+    if (this.closed) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.round().catch((e: unknown) => this.opts.log.error({ err: e }, 'controller round failed'));
+      } while (this.again && !this.closed);
+      this.running = undefined;
+      for (const w of this.idleWaiters.splice(0)) w();
+    })();
+  }
+
+  private now(): string {
+    return (this.opts.now ?? (() => new Date()))().toISOString();
+  }
+
+  /** One round of the loop. */
+  private async round(): Promise<void> {
+    const rev = this.offered;
+    if (!rev) return; // nothing to reconcile against yet
+    const log = this.opts.log;
+    const at = this.now();
+    const status: ControllerStatus = { ...this.status, updatedAt: at, rounds: this.status.rounds + 1 };
+    delete status.error;
+
+    // 1. A new revision: load and validate it. An invalid one freezes the loop until a valid one comes.
+    if (rev.revision !== status.seen?.revision || !this.fleet) {
+      const diagnostics: Diagnostic[] = [];
+      const loaded = rev.errors?.length ? undefined : loadFleet(rev.files, { revision: rev.revision });
+      if (loaded) diagnostics.push(...loaded.diagnostics.filter((d) => d.severity === 'error'));
+      const errors = [...(rev.errors ?? []).map((e) => `${e.code}: ${e.message}`), ...diagnostics.map(formatDiagnostic)];
+      status.seen = { revision: rev.revision, at, valid: errors.length === 0, ...(rev.author ? { author: rev.author } : {}), ...(rev.subject ? { subject: rev.subject } : {}), errors: errors.slice(0, MAX_ERRORS) };
+      if (errors.length > 0 || !loaded?.fleet) {
+        log.warn({ revision: rev.revision, errors: errors.length, first: errors.slice(0, 5) }, 'fleet revision is invalid: nothing is applied until a valid revision arrives');
+        if (this.status.seen?.revision !== rev.revision) await this.recordRejected(rev, errors);
+        this.fleet = undefined;
+        await this.writeStatus(status);
+        return;
+      }
+      this.fleet = loaded.fleet;
+      this.fleetAuthor = rev.author;
+      log.info({ revision: rev.revision, author: rev.author, machines: loaded.fleet.machines.length }, 'fleet revision loaded');
+    }
+    const fleet = this.fleet;
+
+    // 2. Plan against the observed store.
+    const { observed, suspended } = await this.opts.store.read((snap) => ({ observed: observedFrom(snap), suspended: snap.get(CONTROLLER_SUSPENDED) !== undefined }));
+    const plan = planFleet(fleet, observed, { now: new Date(at) });
+    status.suspended = suspended;
+    status.notes = plan.notes
+      .filter((n) => n.kind !== 'in-progress' && n.kind !== 'waiting-discovery')
+      .slice(0, MAX_NOTES)
+      .map((n) => ({ kind: n.kind, machine: n.machine?.name ?? n.machine?.mac ?? '', message: n.message }));
+
+    // 3. Manual or suspended: report what an apply would do, and stop there.
+    if (!hasChanges(plan) || this.opts.manual || suspended) {
+      status.pending = hasChanges(plan) ? pendingOf(plan) : { summary: '', lines: [] };
+      if (hasChanges(plan)) log.info({ revision: fleet.revision, plan: summaryLine(plan), why: suspended ? 'suspended' : 'manual' }, 'changes wait for an apply');
+      await this.writeStatus(status);
+      return;
+    }
+
+    // 4. Apply. Losing a race with another writer (a report, a CLI apply) makes the plan stale: re-plan.
+    try {
+      const result = await applyPlan(this.opts.store, plan, fleet, { user: 'controller', source: 'controller', ...(this.fleetAuthor ? { author: this.fleetAuthor } : {}), now: new Date(at) });
+      this.staleRetries = 0;
+      status.applied = { revision: fleet.revision, at, planHash: plan.hash, summary: summaryLine(plan), ...(this.fleetAuthor ? { author: this.fleetAuthor } : {}) };
+      status.pending = { summary: '', lines: [] };
+      log.info({ revision: fleet.revision, plan: summaryLine(plan), storeRevision: result.revision, workflows: result.workflows.length }, 'applied');
+    } catch (e) {
+      if (e instanceof DragonflyError && e.code === 'DF_ERR_PLAN_STALE' && this.staleRetries++ < MAX_STALE_RETRIES) {
+        this.again = true;
+      } else {
+        status.error = (e as Error).message;
+        status.pending = pendingOf(plan);
+        log.error({ err: e, revision: fleet.revision }, 'apply failed');
+      }
+    }
+    await this.writeStatus(status);
+  }
+
+  /** An invalid revision goes into the audit log too, so `dragonfly history` shows why nothing happened. */
+  private async recordRejected(rev: FleetRevision, errors: string[]): Promise<void> {
+    const at = new Date(this.now());
+    const [key] = logKeys(AUDIT, at, 1) as [string];
+    const entry = {
+      at: at.toISOString(),
+      user: 'controller',
+      source: 'controller',
+      ...(rev.author ? { author: rev.author } : {}),
+      fleetRevision: rev.revision,
+      outcome: 'rejected',
+      errors: errors.slice(0, MAX_ERRORS),
+    };
+    await this.opts.store.commit({ compare: [{ key, modRevision: 0 }], put: [{ key, value: entry }] });
+  }
+
+  private async writeStatus(status: ControllerStatus): Promise<void> {
+    this.status = status;
+    await this.opts.store.commit({ put: [{ key: CONTROLLER_STATUS, value: status }] });
+  }
+}
+
+function pendingOf(plan: Plan): ControllerStatus['pending'] {
+  return {
+    summary: summaryLine(plan),
+    lines: plan.changes.slice(0, MAX_PENDING_LINES).map((c) => `${c.action} ${c.machine.name ?? c.machine.mac}: ${c.reason}`),
+  };
+}
