@@ -1,4 +1,5 @@
 import type { AuditEntry } from '../reconciler/apply.js';
+import type { RejectedRevision } from '../reconciler/controller.js';
 import { readExistingStore } from './fleet.js';
 import { AUDIT } from '../store/keys.js';
 import type { Io } from './output.js';
@@ -7,13 +8,13 @@ import { table } from './table.js';
 export const historyHelp = `Usage: dragonfly history [--state DIR] [--json] [--limit N]
 
 Every apply, newest last: when, who (and the commit author), fleet revision, plan hash, the store
-revision it produced, and what it changed.
+revision it produced, and what it changed. Revisions the controller refused (invalid) are listed too.
 `;
 
 export async function historyCommand(opts: { state?: string; json?: boolean; limit?: string }, io: Io): Promise<number> {
   let entries = await readExistingStore(
     opts.state,
-    (store) => store.read((snap) => snap.list<AuditEntry>(AUDIT).map((r) => ({ ...r.value, revision: r.modRevision }))),
+    (store) => store.read((snap) => snap.list<AuditEntry | RejectedRevision>(AUDIT).map((r) => ({ ...r.value, revision: r.modRevision }))),
     [],
   );
   const limit = opts.limit ? Number(opts.limit) : undefined;
@@ -34,8 +35,8 @@ export async function historyCommand(opts: { state?: string; json?: boolean; lim
         e.at,
         `${e.user}${e.source === 'controller' ? ' (controller)' : ''}${e.author ? ` for ${e.author}` : ''}`,
         e.fleetRevision.length > 19 ? e.fleetRevision.slice(0, 19) + '…' : e.fleetRevision,
-        e.planHash.slice(7, 19),
-        `+${e.summary.add} ~${e.summary.change} !${e.summary.reimage} -${e.summary.retire}`,
+        e.outcome === 'rejected' ? '-' : e.planHash.slice(7, 19),
+        e.outcome === 'rejected' ? `rejected: ${e.errors.length} error${e.errors.length === 1 ? '' : 's'}` : `+${e.summary.add} ~${e.summary.change} !${e.summary.reimage} -${e.summary.retire}`,
       ]),
     ),
   );

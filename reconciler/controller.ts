@@ -54,6 +54,17 @@ export interface ControllerStatus {
   rounds: number;
 }
 
+/** The audit entry of a revision the controller refused (the applied ones are apply.ts's AuditEntry). */
+export interface RejectedRevision {
+  at: string;
+  user: 'controller';
+  source: 'controller';
+  author?: string;
+  fleetRevision: string;
+  outcome: 'rejected';
+  errors: string[];
+}
+
 export interface ControllerLog {
   info(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
@@ -242,7 +253,7 @@ export class Controller {
   private async recordRejected(rev: FleetRevision, errors: string[]): Promise<void> {
     const at = new Date(this.now());
     const [key] = logKeys(AUDIT, at, 1) as [string];
-    const entry = {
+    const entry: RejectedRevision = {
       at: at.toISOString(),
       user: 'controller',
       source: 'controller',
