@@ -20,19 +20,23 @@ describe('dragonfly serve', () => {
     const serveOut = collect(serve);
     const base = `http://127.0.0.1:${http}`;
     await until('serve to listen', async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true);
-    // The log is pino JSON lines; the fleet's plan summary is logged at start.
-    expect(serveOut.text()).toContain('"msg":"fleet loaded; `dragonfly apply` makes it so"');
+    // The log is pino JSON lines; with --fleet the controller applies the fleet at start.
+    await until('the fleet applied', () => serveOut.text().includes('"msg":"applied"'));
+    expect(serveOut.text()).toMatch(/"plan":"Plan: 8 to add, 0 to change, 0 to reimage, 0 to retire\."/);
 
     // --since 0 replays from the first revision, so it does not matter whether watch connects before or after.
     const watch = spawn(process.execPath, [BIN, 'watch', '--server', base, '--since', '0'], { cwd: ROOT });
     const watchOut = collect(watch);
-    expect((await fetch(`${base}/boot/52:54:00:a1:00:01`)).status).toBe(200);
+    // A machine that is not in git PXE boots: it is discovered.
+    expect((await fetch(`${base}/boot/52:54:00:a1:99:01`)).status).toBe(200);
     await until('watch to print the discovery', () => watchOut.text().includes('machine.discovered'));
-    expect(watchOut.text()).toMatch(/CensusAbleLotteryAbility machine\.discovered: seen by pxe from 127\.0\.0\.1/);
+    expect(watchOut.text()).toMatch(/CensusAbleMajorCage machine\.discovered: seen by pxe from 127\.0\.0\.1/);
     watch.kill('SIGTERM');
 
-    // apply against the same state dir changes what the running server answers, live.
-    expect(dragonfly(['apply', '--fleet', 'fleet.example', '--state', state, '--auto-approve']).status).toBe(0);
+    // What the controller applied is what the running server answers; a CLI apply finds nothing left to do.
+    const manual = dragonfly(['apply', '--fleet', 'fleet.example', '--state', state, '--auto-approve']);
+    expect(manual.status).toBe(0);
+    expect(manual.stdout).toMatch(/No changes/);
     const machines = (await (await fetch(`${base}/api/v1/machines`)).json()) as { name?: string; phase: string }[];
     expect(machines.find((m) => m.name === 'web-01')?.phase).toBe('Assigned');
 
