@@ -107,6 +107,8 @@ describe('GitSource: clone, fetch and files', () => {
       { path: 'racks/c.yaml', change: 'added' },
     ]);
     expect(await src.changedPaths(second, second)).toEqual([]);
+    // Patching the first commit's files with only the changed blobs gives exactly the second commit's files.
+    expect((await src.filesSince(await src.files(first), first, second)).files).toEqual(await src.files(second));
     // Reverse direction swaps additions and deletions.
     expect((await src.changedPaths(second, first)).filter((c) => c.change === 'added').map((c) => c.path)).toEqual(['machines/b.yaml', 'machines/c.yaml']);
 

@@ -320,9 +320,14 @@ export class GitSource {
    * A fleet path missing at one of the commits counts as empty there.
    */
   async changedPaths(fromCommit: string, toCommit: string): Promise<FileChange[]> {
+    return (await this.changedEntries(fromCommit, toCommit)).map(({ path, change }) => ({ path, change }));
+  }
+
+  /** changedPaths, with the blob at `toCommit` of each added or modified file. */
+  private async changedEntries(fromCommit: string, toCommit: string): Promise<(FileChange & { oid?: string })[]> {
     const session = await this.session();
     const [a, b] = await Promise.all([this.fleetTree(session, fromCommit, true), this.fleetTree(session, toCommit, true)]);
-    const out: FileChange[] = [];
+    const out: (FileChange & { oid?: string })[] = [];
     const diff = async (ta: string | undefined, tb: string | undefined, prefix: string): Promise<void> => {
       if (ta === tb) return;
       const [ea, eb] = await Promise.all([ta ? this.readTree(session, ta) : [], tb ? this.readTree(session, tb) : []]);
@@ -338,14 +343,30 @@ export class GitSource {
         const ky = y ? entryKind(y) : null;
         if (kx === 'dir' || ky === 'dir') subdirs.push(diff(kx === 'dir' ? x!.oid : undefined, ky === 'dir' ? y!.oid : undefined, rel));
         if (kx === 'file' && ky === 'file') {
-          if (x!.oid !== y!.oid) out.push({ path: rel, change: 'modified' });
+          if (x!.oid !== y!.oid) out.push({ path: rel, change: 'modified', oid: y!.oid });
         } else if (kx === 'file') out.push({ path: rel, change: 'deleted' });
-        else if (ky === 'file') out.push({ path: rel, change: 'added' });
+        else if (ky === 'file') out.push({ path: rel, change: 'added', oid: y!.oid });
       }
       await Promise.all(subdirs);
     };
     await diff(a, b, '');
     return out.sort(byPath);
+  }
+
+  /**
+   * The files at `toCommit`, given the files at `fromCommit`: only the blobs that changed are read (a
+   * commit that edits one file of 10,000 reads one blob). Returns the changed paths too.
+   */
+  async filesSince(previous: readonly SourceFile[], fromCommit: string, toCommit: string): Promise<{ files: SourceFile[]; changed: FileChange[] }> {
+    const changed = await this.changedEntries(fromCommit, toCommit);
+    const session = await this.session();
+    const texts = await this.readBlobs(session, [...new Set(changed.flatMap((c) => (c.oid ? [c.oid] : [])))]);
+    const byPathMap = new Map(previous.map((f) => [f.path, f] as const));
+    for (const c of changed) {
+      if (c.change === 'deleted') byPathMap.delete(c.path);
+      else byPathMap.set(c.path, { path: c.path, text: texts.get(c.oid!)! });
+    }
+    return { files: [...byPathMap.values()].sort(byPath), changed: changed.map(({ path, change }) => ({ path, change })) };
   }
 
   /** Author, committer, subject and parents of a commit (annotated tags are peeled). */

@@ -4,6 +4,7 @@
 import type { FleetRevision } from './controller.js';
 import { watchFleetDir, type FleetSnapshot } from './dir-source.js';
 import type { GitSource } from './git-source.js';
+import type { SourceFile } from './parse.js';
 
 export interface Follower {
   /** Fetch now (a webhook said a push happened); coalesced with a fetch already running. */
@@ -25,13 +26,17 @@ export function followGit(source: GitSource, opts: FollowOptions & { pollMs: num
   let running: Promise<void> | undefined;
   let again = false;
   let closed = false;
-  let offered: string | undefined;
+  let offered: { commit: string; files: readonly SourceFile[] } | undefined;
 
   const once = async () => {
     const sync = await source.sync();
-    if (sync.commit === offered) return;
-    const [files, info] = await Promise.all([source.files(sync.commit), source.commitInfo(sync.commit)]);
-    offered = sync.commit;
+    if (sync.commit === offered?.commit) return;
+    // After the first commit, read only the blobs a commit changed (git tree diff).
+    const [files, info] = await Promise.all([
+      offered ? source.filesSince(offered.files, offered.commit, sync.commit).then((r) => r.files) : source.files(sync.commit),
+      source.commitInfo(sync.commit),
+    ]);
+    offered = { commit: sync.commit, files };
     opts.onRevision({ revision: sync.commit, files, author: `${info.author.name} <${info.author.email}>`, subject: info.subject });
   };
   const fetchNow = () => {
