@@ -11,7 +11,7 @@
 // of a rollout starts when a finished workflow changes the store.
 import { DragonflyError } from '../schemas/errors.js';
 import type { Plan } from '../schemas/types.js';
-import type { Store } from '../store/store.js';
+import type { Change, Store } from '../store/store.js';
 import { APPLIED, AUDIT, CONTROLLER_STATUS, CONTROLLER_SUSPENDED, logKeys, MACHINES, WORKFLOWS } from '../store/keys.js';
 import { applyPlan } from './apply.js';
 import { formatDiagnostic, type Diagnostic } from './diagnostics.js';
@@ -102,6 +102,10 @@ export class Controller {
   private storeTimer: NodeJS.Timeout | undefined;
   private readonly unwatch: (() => void)[] = [];
   private readonly idleWaiters: (() => void)[] = [];
+  /** Store revisions of this controller's own applies (the last few). */
+  private readonly ownRevisions = new Set<number>();
+  /** Store revisions reported by the watch since the last store-triggered round. */
+  private readonly storeRevisions = new Set<number>();
 
   private constructor(private readonly opts: ControllerOptions, initial: ControllerStatus) {
     this.status = initial;
@@ -127,7 +131,7 @@ export class Controller {
       rounds: 0,
     });
     // Machines and workflows changing (a discovery, a finished workflow) can change the plan.
-    for (const prefix of [MACHINES, WORKFLOWS]) c.unwatch.push(opts.store.watch(prefix, revision, () => c.storeChanged()));
+    for (const prefix of [MACHINES, WORKFLOWS]) c.unwatch.push(opts.store.watch(prefix, revision, (changes) => c.storeChanged(changes)));
     // `dragonfly suspend` / `resume`, possibly from another process.
     c.unwatch.push(opts.store.watch(CONTROLLER_SUSPENDED, revision, () => c.trigger()));
     return c;
@@ -156,11 +160,17 @@ export class Controller {
     await this.running;
   }
 
-  private storeChanged(): void {
-    if (this.closed || this.storeTimer) return;
+  private storeChanged(changes: readonly Change[]): void {
+    if (this.closed) return;
+    for (const ch of changes) this.storeRevisions.add(ch.revision);
+    if (this.storeTimer) return;
     this.storeTimer = setTimeout(() => {
       this.storeTimer = undefined;
-      this.trigger();
+      // What this controller's own apply wrote needs no new round: the plan it came from is the current one.
+      // (Checked when the timer fires: the watch may report a commit before applyPlan has returned.)
+      const foreign = [...this.storeRevisions].some((r) => !this.ownRevisions.has(r));
+      this.storeRevisions.clear();
+      if (foreign) this.trigger();
     }, this.opts.storeDebounceMs ?? 50);
   }
 
@@ -234,6 +244,8 @@ export class Controller {
     try {
       const result = await applyPlan(this.opts.store, plan, fleet, { user: 'controller', source: 'controller', ...(this.fleetAuthor ? { author: this.fleetAuthor } : {}), now: new Date(at) });
       this.staleRetries = 0;
+      this.ownRevisions.add(result.revision);
+      if (this.ownRevisions.size > 16) this.ownRevisions.delete(this.ownRevisions.values().next().value!);
       status.applied = { revision: fleet.revision, at, planHash: plan.hash, summary: summaryLine(plan), ...(this.fleetAuthor ? { author: this.fleetAuthor } : {}) };
       status.pending = { summary: '', lines: [] };
       log.info({ revision: fleet.revision, plan: summaryLine(plan), storeRevision: result.revision, workflows: result.workflows.length }, 'applied');
