@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { DragonflyError } from '../schemas/errors.js';
 import { applyCommand, applyHelp } from './apply.js';
+import { diffCommand, diffHelp } from './diff.js';
 import { historyCommand, historyHelp } from './history.js';
 import { machinesCommand, machinesHelp } from './machines.js';
 import { nameCommand, nameHelp } from './name.js';
@@ -27,7 +28,8 @@ Commands:
   watch      follow a running server's machine and workflow events
   mage       the in-RAM agent; \`mage run\` runs a template against a disk image locally
   validate   check a fleet directory: schemas, references, template variables (file:line:col errors)
-  plan       show what apply would change (+ add, ~ change, ! reimage, - retire)
+  plan       show what apply would change (+ add, ~ change, ! reimage, - retire), or a branch's (--base/--head)
+  diff       the Machines, Templates and Assignments that differ between two git revisions
   apply      apply a saved plan, or plan and ask for "yes"
   machines   list machines in the store
   history    list every apply (audit log)
@@ -40,6 +42,7 @@ Run \`dragonfly COMMAND --help\` for a command's options.
 const HELP: Record<string, string> = {
   validate: validateHelp,
   plan: planHelp,
+  diff: diffHelp,
   apply: applyHelp,
   machines: machinesHelp,
   history: historyHelp,
@@ -60,6 +63,8 @@ const OPTIONS = {
   json: { type: 'boolean' },
   markdown: { type: 'boolean' },
   'detailed-exitcode': { type: 'boolean' },
+  base: { type: 'string' },
+  head: { type: 'string' },
   'auto-approve': { type: 'boolean' },
   'no-color': { type: 'boolean' },
   crd: { type: 'boolean' },
@@ -95,7 +100,8 @@ const OPTIONS = {
 // Which options each command accepts; anything else is a usage error, not silently ignored.
 const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   validate: ['fleet', 'json'],
-  plan: ['fleet', 'state', 'out', 'json', 'markdown', 'detailed-exitcode'],
+  plan: ['fleet', 'state', 'out', 'json', 'markdown', 'detailed-exitcode', 'repo', 'path', 'base', 'head', 'git-credentials-file'],
+  diff: ['fleet', 'repo', 'path', 'state', 'json', 'git-credentials-file'],
   apply: ['fleet', 'state', 'auto-approve'],
   machines: ['state', 'json'],
   history: ['state', 'json', 'limit'],
@@ -136,7 +142,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (unexpected.length > 0) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `${command} does not take --${unexpected.join(', --')}`, {}, `run \`dragonfly ${command} --help\``));
   }
-  const maxPositionals = command === 'apply' || command === 'name' || command === 'schemas' || command === 'mage' ? 1 : 0;
+  const maxPositionals = command === 'diff' ? 2 : command === 'apply' || command === 'name' || command === 'schemas' || command === 'mage' ? 1 : 0;
   if (positionals.length > maxPositionals) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `unexpected argument "${positionals[maxPositionals]}"`, {}, `run \`dragonfly ${command} --help\``));
   }
@@ -146,7 +152,24 @@ export async function run(argv: string[], io: Io): Promise<number> {
       case 'validate':
         return await validateCommand({ fleet: v.fleet, json }, io);
       case 'plan':
-        return await planCommand({ fleet: v.fleet, state: v.state, out: v.out, json, markdown: v.markdown, detailedExitcode: v['detailed-exitcode'] }, io);
+        return await planCommand(
+          {
+            fleet: v.fleet,
+            state: v.state,
+            out: v.out,
+            json,
+            markdown: v.markdown,
+            detailedExitcode: v['detailed-exitcode'],
+            repo: v.repo,
+            path: v.path,
+            base: v.base,
+            head: v.head,
+            credentialsFile: v['git-credentials-file'],
+          },
+          io,
+        );
+      case 'diff':
+        return await diffCommand({ refs: positionals, fleet: v.fleet, repo: v.repo, path: v.path, state: v.state, json, credentialsFile: v['git-credentials-file'] }, io);
       case 'apply':
         return await applyCommand({ planFile: positionals[0], fleet: v.fleet, state: v.state, autoApprove: v['auto-approve'] }, io);
       case 'machines':

@@ -46,6 +46,10 @@ export const ERRORS = {
   DF_ERR_GIT_PATH: spec('the fleet path does not exist at this commit', 'check --path: it is the folder of the fleet inside the repository, relative to its root'),
   DF_ERR_GIT_REF: spec('no branch, tag or commit by this name', 'give a branch, a tag or a commit SHA (full, or at least 4 hex digits) that exists in the repository'),
   DF_ERR_GIT_CACHE: spec('the local git cache cannot be used', 'check that the state directory is writable; delete its git/ folder to clone again from scratch', 500),
+  DF_ERR_GIT_LOCAL: spec(
+    'the local git repository cannot be read',
+    'run in a git clone that holds --fleet DIR, with the git command installed; in CI, fetch the history the revisions need (e.g. fetch-depth: 0)',
+  ),
   // Schema
   DF_ERR_UNKNOWN_FIELD: spec('unknown field', 'remove the field or fix its spelling; see schemas/ for the fields of each kind'),
   DF_ERR_MISSING_FIELD: spec('a required field is missing', 'add the field'),
