@@ -32,7 +32,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { DragonflyError } from '../schemas/errors.js';
-import { isFleetFile } from './fleet-dir.js';
+import { isFleetFile, isSkippedName } from './fleet-dir.js';
 import { contentRevision } from './load.js';
 import type { SourceFile } from './parse.js';
 
@@ -86,12 +86,10 @@ export interface FleetDirWatcher {
   close(): Promise<void>;
 }
 
-/** Directories readFleetDir skips besides dot-directories (keep in sync with fleet-dir.ts). */
-const SKIP_DIRS = new Set(['.git', 'node_modules']);
 /** Files read between two yields to the event loop. */
 const READ_BATCH = 256;
 
-const skippedSegment = (name: string) => name.startsWith('.') || SKIP_DIRS.has(name);
+const skippedSegment = isSkippedName;
 
 /** Would readFleetDir read a regular file at this relative path? */
 export function isFleetPath(rel: string): boolean {

@@ -6,6 +6,11 @@ import type { SourceFile } from './parse.js';
 
 const SKIP_DIRS = new Set(['.git', 'node_modules']);
 
+/** A file or folder name a fleet never includes: dotfiles and dot-folders (editor swap files, .git), node_modules. */
+export function isSkippedName(name: string): boolean {
+  return name.startsWith('.') || SKIP_DIRS.has(name);
+}
+
 export function isFleetFile(name: string): boolean {
   return (name.endsWith('.yaml') || name.endsWith('.yml')) && !name.startsWith('.');
 }
@@ -21,8 +26,14 @@ export function readFleetDir(root: string): SourceFile[] {
   if (!stat.isDirectory()) throw new DragonflyError('DF_ERR_FLEET_DIR', `${root} is not a directory`, { path: root });
   const out: SourceFile[] = [];
   const walk = (dir: string, rel: string) => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-      if (entry.name.startsWith('.') || SKIP_DIRS.has(entry.name)) continue;
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch (e) {
+      throw new DragonflyError('DF_ERR_FILE_READ', `cannot read ${rel || '.'}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path: rel || '.' });
+    }
+    for (const entry of entries) {
+      if (isSkippedName(entry.name)) continue;
       const abs = path.join(dir, entry.name);
       const relPath = rel ? `${rel}/${entry.name}` : entry.name;
       if (entry.isDirectory()) walk(abs, relPath);
