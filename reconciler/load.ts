@@ -1,5 +1,11 @@
 // Load a fleet: parse every file, validate every document, resolve references. Pure over file texts;
 // collects every problem instead of stopping at the first.
+//
+// Two phases. The per-file phase (checkFile: parse, classify, schema-validate, and what resolving needs
+// from each document) depends on one file's path and text only, so FleetLoader keeps its result for a
+// file whose text did not change. The resolve phase (resolveFleet: duplicates, references, assignments,
+// template variables) runs over every document each time; it is written to be cheap on a valid fleet
+// (positions, declared-name sets and closures are made only when a diagnostic needs them).
 import { createHash } from 'node:crypto';
 import { validateAgainst, type SchemaName } from '../schemas/validate.js';
 import { normalizeMac } from '../schemas/mac.js';
@@ -8,7 +14,7 @@ import type { Assignment, Machine, Template } from '../schemas/types.js';
 import { byPosition, diagnostic, fieldPath, formatPosition, type Diagnostic, type Position } from './diagnostics.js';
 import { parseFile, type ParsedDoc, type SourceFile } from './parse.js';
 import { schemaDiagnostics } from './schema-errors.js';
-import { findVariables, isKnownVariable, labelOf, stringsIn } from './variables.js';
+import { findVariables, isKnownVariable, labelOf, stringsIn, type VariableRef } from './variables.js';
 import type { Fleet, FleetAssignment, FleetMachine, FleetTemplate } from './fleet.js';
 
 export const API_VERSION = 'dragonfly.computer/v1';
@@ -23,15 +29,17 @@ export interface LoadResult {
 /** Content revision of a fleet directory: sha256 over every file's path and bytes, in path order. */
 export function contentRevision(files: readonly SourceFile[]): string {
   const h = createHash('sha256');
-  for (const f of [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
-    h.update(f.path).update('\0').update(f.text).update('\0');
-  }
+  // One update per file: the same bytes as updating path, NUL, text and NUL apart, in fewer calls.
+  for (const f of sortedByPath(files)) h.update(f.path + '\0' + f.text + '\0');
   return 'sha256:' + h.digest('hex');
 }
 
-interface Typed<T> {
-  doc: ParsedDoc;
-  value: T;
+const byPath = (a: SourceFile, b: SourceFile) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+
+/** Files in path order. Sources list them sorted already: check that before copying and sorting. */
+function sortedByPath(files: readonly SourceFile[]): readonly SourceFile[] {
+  for (let i = 1; i < files.length; i++) if (!(files[i - 1]!.path < files[i]!.path)) return [...files].sort(byPath);
+  return files;
 }
 
 export interface LoadOptions {
@@ -41,79 +49,132 @@ export interface LoadOptions {
 }
 
 export function loadFleet(files: readonly SourceFile[], options: LoadOptions = {}): LoadResult {
-  const revision = options.revision ?? contentRevision(files);
-  const diagnostics: Diagnostic[] = [];
-  const machines: Typed<Machine>[] = [];
-  const templates: Typed<Template>[] = [];
-  const assignments: Typed<Assignment>[] = [];
-  // What exists even if it failed validation, so that one broken document does not also make every
-  // reference to it an error; `incomplete` when some document could not even be classified.
-  const declared = { Machine: new Set<string>(), Template: new Set<string>(), Assignment: new Set<string>() };
-  let incomplete = false;
+  return new FleetLoader().load(files, options);
+}
 
-  // 1. Parse and check each document on its own.
-  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : 1));
-  for (const [i, file] of sorted.entries()) {
-    if (options.onProgress && i % 256 === 0) options.onProgress(i, sorted.length);
-    const parsed = parseFile(file);
-    diagnostics.push(...parsed.diagnostics);
-    if (parsed.diagnostics.length > 0) incomplete = true;
-    for (const doc of parsed.docs) {
-      const v = doc.value;
-      if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-        const what = v === null ? 'empty (null)' : Array.isArray(v) ? 'a list' : `a ${typeof v}`;
-        diagnostics.push(diagnostic('DF_ERR_NOT_A_MAPPING', doc.at([]), `document ${doc.index + 1} is ${what}, not a mapping`));
-        incomplete = true;
-        continue;
-      }
-      const { apiVersion, kind } = v as Record<string, unknown>;
-      if (apiVersion !== API_VERSION) {
-        const at = apiVersion === undefined ? doc.at([]) : doc.at(['apiVersion']);
-        const what = apiVersion === undefined ? 'missing apiVersion' : `unknown apiVersion ${JSON.stringify(apiVersion)}`;
-        diagnostics.push(diagnostic('DF_ERR_API_VERSION', at, what, { field: 'apiVersion' }));
-        incomplete = true;
-        continue;
-      }
-      const schema = typeof kind === 'string' ? KINDS[kind] : undefined;
-      if (!schema) {
-        const at = kind === undefined ? doc.at([]) : doc.at(['kind']);
-        const what = kind === undefined ? 'missing kind' : `unknown kind ${JSON.stringify(kind)}`;
-        diagnostics.push(diagnostic('DF_ERR_KIND', at, what, { field: 'kind' }));
-        incomplete = true;
-        continue;
-      }
-      const name = declaredName(kind as keyof typeof declared, v as Record<string, unknown>);
-      if (name) declared[kind as keyof typeof declared].add(name);
-      else incomplete = true; // a nameless document could be the one a reference means
-      const errors = validateAgainst(schema, v);
-      if (errors.length > 0) {
-        diagnostics.push(...schemaDiagnostics(doc, errors));
-        continue;
-      }
-      if (kind === 'Machine') machines.push({ doc, value: v as Machine });
-      else if (kind === 'Template') templates.push({ doc, value: v as Template });
-      else assignments.push({ doc, value: v as Assignment });
+/**
+ * Loads successive revisions of one fleet (the controller's loop). The per-file phase is kept for each
+ * path with its exact text, so a revision that changes one file parses and validates one file; the
+ * resolve phase runs in full. Results are equal to loadFleet's. Fleets loaded by one FleetLoader share
+ * the objects of unchanged documents (machine specs and labels, template specs): treat a Fleet as
+ * read-only, as the planner does.
+ */
+export class FleetLoader {
+  private readonly files = new Map<string, { text: string; check: FileCheck; seen: number }>();
+  private loads = 0;
+
+  load(files: readonly SourceFile[], options: LoadOptions = {}): LoadResult {
+    const revision = options.revision ?? contentRevision(files);
+    const sorted = sortedByPath(files);
+    const stamp = ++this.loads;
+    const checks: FileCheck[] = new Array(sorted.length);
+    for (let i = 0; i < sorted.length; i++) {
+      const file = sorted[i]!;
+      if (options.onProgress && i % 256 === 0) options.onProgress(i, sorted.length);
+      let entry = this.files.get(file.path);
+      if (!entry || entry.text !== file.text) {
+        entry = { text: file.text, check: checkFile(file), seen: stamp };
+        this.files.set(file.path, entry);
+      } else entry.seen = stamp;
+      checks[i] = entry.check;
     }
+    // Keep the files of this revision only: memory stays that of one fleet.
+    if (this.files.size > sorted.length) for (const [p, e] of this.files) if (e.seen !== stamp) this.files.delete(p);
+    options.onProgress?.(sorted.length, sorted.length);
+    return resolveFleet(checks, files.length, revision);
   }
-  if (files.length === 0 || (machines.length + templates.length + assignments.length === 0 && diagnostics.length === 0)) {
-    diagnostics.push(diagnostic('DF_ERR_EMPTY_FLEET', { file: '.', line: 1, col: 1 }, 'no Machine, Template or Assignment found'));
-  }
+}
 
-  options.onProgress?.(sorted.length, sorted.length);
+// -------------------------------------------------------------------------------------------------
+// 1. The per-file phase
 
-  // 2. Resolve across documents.
-  const fleetMachines = resolveMachines(machines, diagnostics);
-  const fleetTemplates = resolveTemplates(templates, diagnostics);
-  const known = (kind: keyof typeof declared, name: string) => incomplete || declared[kind].has(name);
-  const fleetAssignments = resolveAssignments(assignments, fleetMachines, fleetTemplates, known, diagnostics);
-  checkTemplateVariables(templates, fleetAssignments, fleetMachines, diagnostics);
+interface Typed<T> {
+  doc: ParsedDoc;
+  value: T;
+}
 
-  diagnostics.sort(byPosition);
-  if (diagnostics.some((d) => d.severity === 'error')) return { diagnostics };
-  return {
-    fleet: { revision, machines: fleetMachines, templates: fleetTemplates, assignments: fleetAssignments },
-    diagnostics,
+/** A valid Machine document and what resolving it needs. */
+interface MachineDoc extends Typed<Machine> {
+  mac: string;
+  memorable: string;
+  name: string;
+  macs: string[];
+  /** Become FleetMachine.spec and .labels (shared by the Fleets of one FleetLoader: read-only). */
+  spec: Machine['spec'];
+  labels: Record<string, string>;
+}
+
+/** A valid Template document, its shape problems and its variable references (positions made lazily). */
+interface TemplateDoc extends Typed<Template> {
+  shape: Diagnostic[];
+  variables: { rel: (string | number)[]; refs: VariableRef[] }[];
+}
+
+type Kind = 'Machine' | 'Template' | 'Assignment';
+
+/** What one file contributes; depends on its path and text only. Never modified once made. */
+interface FileCheck {
+  diagnostics: Diagnostic[];
+  /** Some document could not be classified or named (then a reference to an unknown name is no error). */
+  incomplete: boolean;
+  /** Names declared by documents of a known kind, valid or not. */
+  declared: [Kind, string][];
+  machines: MachineDoc[];
+  templates: TemplateDoc[];
+  assignments: Typed<Assignment>[];
+}
+
+/** The empty list of a FileCheck with nothing of a kind (most files declare one document). */
+const NONE: never[] = Object.freeze([]) as never[];
+
+function checkFile(file: SourceFile): FileCheck {
+  const out: FileCheck = { diagnostics: NONE, incomplete: false, declared: NONE, machines: NONE, templates: NONE, assignments: NONE };
+  const push = <K extends 'diagnostics' | 'declared' | 'machines' | 'templates' | 'assignments'>(key: K, ...items: FileCheck[K]) => {
+    if (out[key] === NONE) out[key] = [] as unknown as FileCheck[K];
+    (out[key] as unknown[]).push(...items);
   };
+  const parsed = parseFile(file);
+  if (parsed.diagnostics.length > 0) {
+    push('diagnostics', ...parsed.diagnostics);
+    out.incomplete = true;
+  }
+  for (const doc of parsed.docs) {
+    const v = doc.value;
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+      const what = v === null ? 'empty (null)' : Array.isArray(v) ? 'a list' : `a ${typeof v}`;
+      push('diagnostics', diagnostic('DF_ERR_NOT_A_MAPPING', doc.at([]), `document ${doc.index + 1} is ${what}, not a mapping`));
+      out.incomplete = true;
+      continue;
+    }
+    const { apiVersion, kind } = v as Record<string, unknown>;
+    if (apiVersion !== API_VERSION) {
+      const at = apiVersion === undefined ? doc.at([]) : doc.at(['apiVersion']);
+      const what = apiVersion === undefined ? 'missing apiVersion' : `unknown apiVersion ${JSON.stringify(apiVersion)}`;
+      push('diagnostics', diagnostic('DF_ERR_API_VERSION', at, what, { field: 'apiVersion' }));
+      out.incomplete = true;
+      continue;
+    }
+    const schema = typeof kind === 'string' ? KINDS[kind] : undefined;
+    if (!schema) {
+      const at = kind === undefined ? doc.at([]) : doc.at(['kind']);
+      const what = kind === undefined ? 'missing kind' : `unknown kind ${JSON.stringify(kind)}`;
+      push('diagnostics', diagnostic('DF_ERR_KIND', at, what, { field: 'kind' }));
+      out.incomplete = true;
+      continue;
+    }
+    const name = declaredName(kind as Kind, v as Record<string, unknown>);
+    if (name) push('declared', [kind as Kind, name]);
+    else out.incomplete = true; // a nameless document could be the one a reference means
+    const errors = validateAgainst(schema, v);
+    if (errors.length > 0) {
+      push('diagnostics', ...schemaDiagnostics(doc, errors));
+      continue;
+    }
+    if (kind === 'Machine') push('machines', machineDoc(doc, v as Machine));
+    else if (kind === 'Template') push('templates', templateDoc(doc, v as Template));
+    else push('assignments', { doc, value: v as Assignment });
+  }
+  return out;
 }
 
 /** The name a document declares, read before validation (it may be invalid). */
@@ -124,51 +185,141 @@ function declaredName(kind: string, v: Record<string, unknown>): string | undefi
   return kind === 'Machine' && typeof mac === 'string' ? memorableName(mac) : undefined;
 }
 
-function resolveMachines(machines: Typed<Machine>[], out: Diagnostic[]): FleetMachine[] {
+function machineDoc(doc: ParsedDoc, value: Machine): MachineDoc {
+  const mac = normalizeMac(value.spec.mac)!;
+  const memorable = memorableName(mac)!;
+  const macs = (value.spec.macs ?? []).map((m) => normalizeMac(m)!);
+  return {
+    doc,
+    value,
+    mac,
+    memorable,
+    name: value.metadata?.name ?? memorable,
+    macs,
+    spec: { ...value.spec, mac, ...(value.spec.macs ? { macs } : {}) },
+    labels: value.metadata?.labels ?? {},
+  };
+}
+
+function templateDoc(doc: ParsedDoc, value: Template): TemplateDoc {
+  const shape: Diagnostic[] = [];
+  checkTemplateShape(doc, value, shape);
+  const variables: TemplateDoc['variables'] = [];
+  for (const [text, rel] of stringsIn(value.spec.actions, ['spec', 'actions'])) {
+    const refs = findVariables(text);
+    if (refs.length > 0) variables.push({ rel, refs });
+  }
+  return { doc, value, shape, variables };
+}
+
+// -------------------------------------------------------------------------------------------------
+// 2. The resolve phase
+
+function resolveFleet(checks: readonly FileCheck[], fileCount: number, revision: string): LoadResult {
+  const diagnostics: Diagnostic[] = [];
+  const machines: MachineDoc[] = [];
+  const templates: TemplateDoc[] = [];
+  const assignments: Typed<Assignment>[] = [];
+  let incomplete = false;
+  for (const c of checks) {
+    // FileChecks are kept between loads: hand out copies of their diagnostics.
+    for (const d of c.diagnostics) diagnostics.push({ ...d });
+    if (c.incomplete) incomplete = true;
+    for (const m of c.machines) machines.push(m);
+    for (const t of c.templates) templates.push(t);
+    for (const a of c.assignments) assignments.push(a);
+  }
+  if (fileCount === 0 || (machines.length + templates.length + assignments.length === 0 && diagnostics.length === 0)) {
+    diagnostics.push(diagnostic('DF_ERR_EMPTY_FLEET', { file: '.', line: 1, col: 1 }, 'no Machine, Template or Assignment found'));
+  }
+
+  // What exists even if it failed validation, so that one broken document does not also make every
+  // reference to it an error; everything may exist when some document could not even be classified.
+  // Consulted only for a reference that resolves to nothing, so collected only then.
+  let declared: Record<Kind, Set<string>> | undefined;
+  const known = (kind: Kind, name: string): boolean => {
+    if (incomplete) return true;
+    if (!declared) {
+      declared = { Machine: new Set(), Template: new Set(), Assignment: new Set() };
+      for (const c of checks) for (const [k, n] of c.declared) declared[k].add(n);
+    }
+    return declared[kind].has(name);
+  };
+
+  const resolved = resolveMachines(machines, diagnostics);
+  const fleetTemplates = resolveTemplates(templates, diagnostics);
+  const { result: fleetAssignments, assignmentOf, members } = resolveAssignments(assignments, machines, resolved, fleetTemplates, known, diagnostics);
+  checkTemplateVariables(templates, fleetAssignments, members, machines, diagnostics);
+
+  diagnostics.sort(byPosition);
+  if (diagnostics.some((d) => d.severity === 'error')) return { diagnostics };
+  const fleetMachines: FleetMachine[] = new Array(resolved.accepted.length);
+  for (let j = 0; j < resolved.accepted.length; j++) {
+    const i = resolved.accepted[j]!;
+    const { name, mac, memorable, labels, spec, doc } = machines[i]!;
+    const assignment = assignmentOf[i];
+    fleetMachines[j] =
+      assignment === undefined
+        ? { name, mac, memorableName: memorable, labels, spec, file: doc.file }
+        : { name, mac, memorableName: memorable, labels, spec, file: doc.file, assignment };
+  }
+  return {
+    fleet: { revision, machines: fleetMachines, templates: fleetTemplates, assignments: fleetAssignments },
+    diagnostics,
+  };
+}
+
+/** Machines that resolve: indices into the machine documents, and the first document of each name. */
+interface ResolvedMachines {
+  /** Indices of the machines without a duplicate MAC or name, in fleet order. */
+  accepted: number[];
+  /** Name → index of its first document; that document is accepted unless `rejected` says otherwise. */
+  byName: Map<string, number>;
+  rejected: Set<number>;
+}
+
+function resolveMachines(machines: readonly MachineDoc[], out: Diagnostic[]): ResolvedMachines {
   // Positions are computed only when a message needs them: most fleets are valid.
-  const byMac = new Map<string, () => Position>();
-  const byName = new Map<string, () => Position>();
-  const result: FleetMachine[] = [];
-  for (const { doc, value } of machines) {
-    const mac = normalizeMac(value.spec.mac)!;
-    const memorable = memorableName(mac)!;
-    const name = value.metadata?.name ?? memorable;
-    const nameAt = () => (value.metadata?.name ? doc.at(['metadata', 'name']) : doc.at(['spec', 'mac']));
-    const macs = (value.spec.macs ?? []).map((m) => normalizeMac(m)!);
+  const byMac = new Map<string, number>();
+  const byName = new Map<string, number>();
+  const accepted: number[] = [];
+  const rejected = new Set<number>();
+  const macAt = (m: MachineDoc, mac: string): (string | number)[] => {
+    const i = m.mac === mac ? -1 : m.macs.indexOf(mac);
+    return i < 0 ? ['spec', 'mac'] : ['spec', 'macs', i];
+  };
+  const nameAt = (m: MachineDoc): Position => (m.value.metadata?.name ? m.doc.at(['metadata', 'name']) : m.doc.at(['spec', 'mac']));
+  for (let idx = 0; idx < machines.length; idx++) {
+    const m = machines[idx]!;
     let ok = true;
-    [mac, ...macs].forEach((m, i) => {
-      const path = i === 0 ? ['spec', 'mac'] : ['spec', 'macs', i - 1];
-      const first = byMac.get(m);
-      if (first) {
+    for (let i = 0; i <= m.macs.length; i++) {
+      const mac = i === 0 ? m.mac : m.macs[i - 1]!;
+      const first = byMac.get(mac);
+      if (first !== undefined) {
+        const path = i === 0 ? ['spec', 'mac'] : ['spec', 'macs', i - 1];
+        const firstDoc = machines[first]!;
         out.push(
-          diagnostic('DF_ERR_DUPLICATE_MAC', doc.at(path), `MAC ${m} is already declared at ${formatPosition(first())}`, {
+          diagnostic('DF_ERR_DUPLICATE_MAC', m.doc.at(path), `MAC ${mac} is already declared at ${formatPosition(firstDoc.doc.at(macAt(firstDoc, mac)))}`, {
             field: fieldPath(path),
           }),
         );
         ok = false;
-      } else byMac.set(m, () => doc.at(path));
-    });
-    const firstName = byName.get(name);
-    if (firstName) {
+      } else byMac.set(mac, idx);
+    }
+    const firstName = byName.get(m.name);
+    if (firstName !== undefined) {
       out.push(
-        diagnostic('DF_ERR_DUPLICATE_NAME', nameAt(), `Machine "${name}" is already declared at ${formatPosition(firstName())}`, {
+        diagnostic('DF_ERR_DUPLICATE_NAME', nameAt(m), `Machine "${m.name}" is already declared at ${formatPosition(nameAt(machines[firstName]!))}`, {
           field: 'metadata.name',
-          ...(value.metadata?.name ? {} : { hint: 'two machines share a memorable name: give one of them metadata.name' }),
+          ...(m.value.metadata?.name ? {} : { hint: 'two machines share a memorable name: give one of them metadata.name' }),
         }),
       );
       ok = false;
-    } else byName.set(name, nameAt);
-    if (!ok) continue;
-    result.push({
-      name,
-      mac,
-      memorableName: memorable,
-      labels: value.metadata?.labels ?? {},
-      spec: { ...value.spec, mac, ...(value.spec.macs ? { macs } : {}) },
-      file: doc.file,
-    });
+    } else byName.set(m.name, idx);
+    if (ok) accepted.push(idx);
+    else rejected.add(idx);
   }
-  return result;
+  return { accepted, byName, rejected };
 }
 
 /** Report a second Template/Assignment of the same name, pointing at the first; remember the first. */
@@ -183,19 +334,18 @@ function isDuplicate(kind: string, name: string, doc: ParsedDoc, firstAt: Map<st
   return true;
 }
 
-function resolveTemplates(templates: Typed<Template>[], out: Diagnostic[]): Map<string, FleetTemplate> {
+function resolveTemplates(templates: readonly TemplateDoc[], out: Diagnostic[]): Map<string, FleetTemplate> {
   const result = new Map<string, FleetTemplate>();
   const firstAt = new Map<string, ParsedDoc>();
-  for (const { doc, value } of templates) {
+  for (const { doc, value, shape } of templates) {
     const name = value.metadata.name!;
     if (isDuplicate('Template', name, doc, firstAt, out)) continue;
-    checkTemplateShape(doc, value, out);
+    for (const d of shape) out.push({ ...d });
     result.set(name, { name, spec: value.spec, file: doc.file });
   }
   return result;
 }
 
-/** Checks the schema cannot express: 'rest' only last, partition numbers that exist, image2disk needs an image. */
 function checkTemplateShape(doc: ParsedDoc, value: Template, out: Diagnostic[]): void {
   // Partition numbers refer to the layout written by the last partition action before them.
   let partitionCount: number | undefined;
@@ -258,25 +408,37 @@ function checkTemplateShape(doc: ParsedDoc, value: Template, out: Diagnostic[]):
   }
 }
 
+
 function resolveAssignments(
-  assignments: Typed<Assignment>[],
-  machines: FleetMachine[],
+  assignments: readonly Typed<Assignment>[],
+  machines: readonly MachineDoc[],
+  resolved: ResolvedMachines,
   templates: Map<string, FleetTemplate>,
   known: (kind: 'Machine' | 'Template', name: string) => boolean,
   out: Diagnostic[],
-): Map<string, FleetAssignment> {
+): { result: Map<string, FleetAssignment>; assignmentOf: (string | undefined)[]; members: Map<string, number[]> } {
   const result = new Map<string, FleetAssignment>();
-  const machinesByName = new Map(machines.map((m) => [m.name, m]));
-  const claimedBy = new Map<string, { assignment: string; at: () => Position }>();
+  const members = new Map<string, number[]>();
+  // Per machine document (by index): the assignment that claimed it, and where that claim is written.
+  const assignmentOf: (string | undefined)[] = new Array(machines.length);
+  const claimAt: (() => Position)[] = new Array(machines.length);
   const firstAt = new Map<string, ParsedDoc>();
-  // Selectors are label equalities: index machines by each key=value once instead of scanning per assignment.
-  const byLabel = new Map<string, FleetMachine[]>();
-  for (const m of machines) {
-    for (const [k, v] of Object.entries(m.labels)) {
-      const key = `${k}=${v}`;
-      const list = byLabel.get(key);
-      if (list) list.push(m);
-      else byLabel.set(key, [m]);
+  // Selectors are label equalities: index the machines by the first key of each selector, once.
+  const byLabel = new Map<string, Map<string, number[]>>();
+  for (const { value } of assignments) {
+    const first = value.spec.selector ? Object.keys(value.spec.selector)[0] : undefined;
+    if (first !== undefined && !byLabel.has(first)) byLabel.set(first, new Map());
+  }
+  if (byLabel.size > 0) {
+    for (const i of resolved.accepted) {
+      const labels = machines[i]!.labels;
+      for (const [key, index] of byLabel) {
+        if (!Object.prototype.hasOwnProperty.call(labels, key)) continue;
+        const v = labels[key]!;
+        const list = index.get(v);
+        if (list) list.push(i);
+        else index.set(v, [i]);
+      }
     }
   }
   for (const { doc, value } of assignments) {
@@ -293,42 +455,51 @@ function resolveAssignments(
         }),
       );
     }
+    const names: string[] = [];
+    const mine: number[] = [];
+    // One error per pair of overlapping assignments, naming the machines they share.
+    const overlaps = new Map<string, { machines: string[]; at: () => Position; other: () => Position }>();
+    const claim = (i: number, at: () => Position) => {
+      const m = machines[i]!;
+      const other = assignmentOf[i];
+      if (other !== undefined) {
+        const o = overlaps.get(other) ?? { machines: [], at, other: claimAt[i]! };
+        o.machines.push(m.name);
+        overlaps.set(other, o);
+        return;
+      }
+      assignmentOf[i] = name;
+      claimAt[i] = at;
+      names.push(m.name);
+      mine.push(i);
+    };
     // Which machines does it match, and where in the file is each match written?
-    const matched: { machine: FleetMachine; at: () => Position }[] = [];
     if (spec.machines) {
-      spec.machines.forEach((machineName, i) => {
-        const m = machinesByName.get(machineName);
-        const at = () => doc.at(['spec', 'machines', i]);
-        if (m) matched.push({ machine: m, at });
+      const matched: [number, () => Position][] = [];
+      spec.machines.forEach((machineName, j) => {
+        const i = resolved.byName.get(machineName);
+        const at = () => doc.at(['spec', 'machines', j]);
+        if (i !== undefined && !resolved.rejected.has(i)) matched.push([i, at]);
         else if (!known('Machine', machineName)) {
-          out.push(diagnostic('DF_ERR_MISSING_MACHINE', at(), `machine "${machineName}" does not exist`, { field: `spec.machines[${i}]` }));
+          out.push(diagnostic('DF_ERR_MISSING_MACHINE', at(), `machine "${machineName}" does not exist`, { field: `spec.machines[${j}]` }));
         }
       });
+      for (const [i, at] of matched) claim(i, at);
     } else if (spec.selector) {
       const entries = Object.entries(spec.selector);
       const at = () => doc.at(['spec', 'selector']);
       const [k0, v0] = entries[0]!;
-      for (const m of byLabel.get(`${k0}=${v0}`) ?? []) {
-        if (entries.every(([k, v]) => m.labels[k] === v)) matched.push({ machine: m, at });
+      let matched = 0;
+      for (const i of byLabel.get(k0)?.get(v0) ?? NONE) {
+        const labels = machines[i]!.labels;
+        if (entries.every(([k, v]) => labels[k] === v)) {
+          matched++;
+          claim(i, at);
+        }
       }
-      if (matched.length === 0 && !known('Machine', '')) {
+      if (matched === 0 && !known('Machine', '')) {
         out.push(diagnostic('DF_WARN_EMPTY_SELECTOR', at(), `selector ${JSON.stringify(spec.selector)} matches no machine`, { field: 'spec.selector' }));
       }
-    }
-    const names: string[] = [];
-    // One error per pair of overlapping assignments, naming the machines they share.
-    const overlaps = new Map<string, { machines: string[]; at: () => Position; other: () => Position }>();
-    for (const { machine, at } of matched) {
-      const claim = claimedBy.get(machine.name);
-      if (claim) {
-        const o = overlaps.get(claim.assignment) ?? { machines: [], at, other: claim.at };
-        o.machines.push(machine.name);
-        overlaps.set(claim.assignment, o);
-        continue;
-      }
-      claimedBy.set(machine.name, { assignment: name, at });
-      machine.assignment = name;
-      names.push(machine.name);
     }
     for (const [other, o] of overlaps) {
       const list = o.machines.slice(0, 5).join(', ') + (o.machines.length > 5 ? ` and ${o.machines.length - 5} more` : '');
@@ -341,6 +512,7 @@ function resolveAssignments(
         ),
       );
     }
+    members.set(name, mine);
     result.set(name, {
       name,
       template: spec.template,
@@ -351,21 +523,21 @@ function resolveAssignments(
       file: doc.file,
     });
   }
-  return result;
+  return { result, assignmentOf, members };
 }
 
 /** Unknown variables are errors; a ${machine.labels.KEY} that an assigned machine lacks is an error too. */
 function checkTemplateVariables(
-  templates: Typed<Template>[],
+  templates: readonly TemplateDoc[],
   assignments: Map<string, FleetAssignment>,
-  machines: FleetMachine[],
+  members: Map<string, number[]>,
+  machines: readonly MachineDoc[],
   out: Diagnostic[],
 ): void {
-  const byName = new Map(machines.map((m) => [m.name, m]));
-  for (const { doc, value } of templates) {
-    const users = [...assignments.values()].filter((a) => a.template === value.metadata.name);
-    for (const [text, rel] of stringsIn(value.spec.actions, ['spec', 'actions'])) {
-      for (const ref of findVariables(text)) {
+  for (const { doc, value, variables } of templates) {
+    let users: FleetAssignment[] | undefined;
+    for (const { rel, refs } of variables) {
+      for (const ref of refs) {
         // The position of the `${` itself (inside a quoted or block scalar too), computed only for errors.
         const at = () => {
           const src = doc.sourceOf(rel);
@@ -378,8 +550,10 @@ function checkTemplateVariables(
         }
         const label = labelOf(ref.expr);
         if (label === undefined) continue;
+        users ??= [...assignments.values()].filter((a) => a.template === value.metadata.name);
         for (const a of users) {
-          const lacking = a.machines.filter((n) => byName.get(n)?.labels[label] === undefined);
+          const lacking: string[] = [];
+          for (const i of members.get(a.name) ?? NONE) if (machines[i]!.labels[label] === undefined) lacking.push(machines[i]!.name);
           if (lacking.length > 0) {
             out.push(
               diagnostic(

@@ -104,9 +104,18 @@ interface RolloutCounter {
 
 export interface PlanOptions {
   now?: Date;
+  /**
+   * Plan only these machines (boot MACs), e.g. affectedMachines() of a new fleet revision: steps 1–5 and
+   * fingerprints run for them alone, and the plan records its scope. Rollout counters stay global (every
+   * workflow counts), so for each machine in scope the result equals the full plan's, provided the scope
+   * holds every machine of an assignment with maxParallel that has one in scope (rollout order).
+   * 'all' or undefined: the whole fleet.
+   */
+  scope?: ReadonlySet<string> | 'all';
 }
 
 export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions = {}): Plan {
+  const scope = options.scope === 'all' ? undefined : options.scope;
   const changes: Change[] = [];
   const notes: Note[] = [];
   const now = (options.now ?? new Date()).toISOString();
@@ -122,8 +131,10 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
     else if (FAILED.has(wf.state) && wf.generation === a.generation) c.failures++;
   }
 
+  // The MACs git declares (of the scope, when scoped: only those are looked up below).
   const inGit = new Set<string>();
   for (const m of fleet.machines) {
+    if (scope && !scope.has(m.mac)) continue;
     inGit.add(m.mac);
     const ref = refOf(m);
     const rec = observed.machines.get(m.mac)?.value;
@@ -245,8 +256,14 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
   }
 
   // 5. Machines the store knows but git does not.
-  for (const { value: rec } of observed.machines.values()) {
-    if (inGit.has(rec.mac)) continue;
+  // In the store's order; a scoped plan with at most one of them looks it up instead of walking the store.
+  let unknown: Iterable<{ value: MachineRecord }> = observed.machines.values();
+  if (scope) {
+    const found = [...scope].filter((mac) => !inGit.has(mac)).flatMap((mac) => observed.machines.get(mac) ?? []);
+    if (found.length <= 1) unknown = found;
+  }
+  for (const { value: rec } of unknown) {
+    if (inGit.has(rec.mac) || (scope && !scope.has(rec.mac))) continue;
     if (rec.phase === 'Retired') continue;
     if (rec.phase === 'Discovered') {
       notes.push({ kind: 'unmanaged', machine: refOfRecord(rec), message: `seen by ${rec.source} but not in git; add a Machine with mac ${rec.mac} to manage it` });
@@ -257,13 +274,15 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
   }
 
   const fingerprints: Record<string, string> = {};
-  for (const mac of [...new Set([...inGit, ...observed.machines.keys()])].sort()) fingerprints[mac] = fingerprint(observed, mac);
+  const fingerprinted = scope ? [...scope].filter((mac) => inGit.has(mac) || observed.machines.has(mac)) : [...new Set([...inGit, ...observed.machines.keys()])];
+  for (const mac of fingerprinted.sort()) fingerprints[mac] = fingerprint(observed, mac);
 
   const count = (actions: Change['action'][]) => changes.filter((c) => actions.includes(c.action)).length;
   const body = {
     format_version: PLAN_FORMAT_VERSION as '1.0',
     fleetRevision: fleet.revision,
     storeRevision: observed.revision,
+    ...(scope ? { scope: [...scope].sort() } : {}),
     fingerprints,
     changes,
     notes,

@@ -471,6 +471,10 @@ export interface Plan {
    * The store revision the plan was computed against.
    */
   storeRevision: number;
+  /**
+   * Present when the plan covers only some machines (the GitOps controller plans what a revision or a store change affects): their boot MACs, sorted. Changes, notes and fingerprints are for these machines only, and apply checks only their fingerprints. Absent: the whole fleet.
+   */
+  scope?: string[];
   createdAt: string;
   /**
    * Per machine (by MAC): a hash of the observed state the plan relied on; 'absent' when the store had no record.
