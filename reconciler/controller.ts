@@ -9,17 +9,23 @@
 // revision's errors until a valid revision arrives. Destructive changes are what the planner allows
 // (explicit generation bumps, never protected machines, within maxParallel / maxFailures); the next wave
 // of a rollout starts when a finished workflow changes the store.
+//
+// Incremental: files whose text did not change are not parsed again (FleetLoader), the observed state is
+// kept in memory from store notifications (ObservedCache), and a round plans only the machines the new
+// revision or the store changes can affect (affectedMachines; reconciler/scope.test.ts checks that this
+// equals the full plan). After a start, an invalid revision, or in manual/suspended mode, it plans all.
 import { DragonflyError } from '../schemas/errors.js';
-import type { Plan } from '../schemas/types.js';
-import type { Change, Store } from '../store/store.js';
-import { APPLIED, AUDIT, CONTROLLER_STATUS, CONTROLLER_SUSPENDED, logKeys, MACHINES, WORKFLOWS } from '../store/keys.js';
+import type { Note, Plan } from '../schemas/types.js';
+import type { Store } from '../store/store.js';
+import { APPLIED, AUDIT, CONTROLLER_STATUS, CONTROLLER_SUSPENDED, logKeys } from '../store/keys.js';
 import { applyPlan } from './apply.js';
 import { formatDiagnostic, type Diagnostic } from './diagnostics.js';
 import type { Fleet } from './fleet.js';
-import { loadFleet } from './load.js';
-import { observedFrom } from './observed.js';
+import { FleetLoader } from './load.js';
+import { ObservedCache } from './observed-cache.js';
 import type { SourceFile } from './parse.js';
 import { hasChanges, planFleet } from './plan.js';
+import { affectedMachines } from './scope.js';
 import { summaryLine } from './render.js';
 
 /** One fleet revision, as a source offers it. */
@@ -90,7 +96,15 @@ const MAX_PENDING_LINES = 200;
 const MAX_STALE_RETRIES = 5;
 
 export class Controller {
+  private readonly loader = new FleetLoader();
   private offered: FleetRevision | undefined;
+  /** The fleet of the last plan that was applied (or needed nothing); scoped plans diff against it. */
+  private planned: Fleet | undefined;
+  /** What the store changed since the last applied plan: machines, and assignments whose rollout moved. */
+  private readonly pendingMacs = new Set<string>();
+  private readonly pendingRollouts = new Set<string>();
+  /** Plan notes per machine, kept across scoped plans. */
+  private readonly notesByMac = new Map<string, Note[]>();
   /** The newest valid fleet, and the revision it came from. */
   private fleet: Fleet | undefined;
   private fleetAuthor: string | undefined;
@@ -102,12 +116,12 @@ export class Controller {
   private storeTimer: NodeJS.Timeout | undefined;
   private readonly unwatch: (() => void)[] = [];
   private readonly idleWaiters: (() => void)[] = [];
-  /** Store revisions of this controller's own applies (the last few). */
-  private readonly ownRevisions = new Set<number>();
-  /** Store revisions reported by the watch since the last store-triggered round. */
-  private readonly storeRevisions = new Set<number>();
 
-  private constructor(private readonly opts: ControllerOptions, initial: ControllerStatus) {
+  private constructor(
+    private readonly opts: ControllerOptions,
+    private readonly cache: ObservedCache,
+    initial: ControllerStatus,
+  ) {
     this.status = initial;
   }
 
@@ -120,7 +134,8 @@ export class Controller {
       suspended: snap.get<unknown>(CONTROLLER_SUSPENDED) !== undefined,
       applied: snap.get<{ revision: string; at: string; planHash: string }>(APPLIED)?.value,
     }));
-    const c = new Controller(opts, {
+    const cache = await ObservedCache.open(opts.store);
+    const c = new Controller(opts, cache, {
       source: opts.source,
       mode: opts.manual ? 'manual' : 'auto',
       suspended,
@@ -131,7 +146,8 @@ export class Controller {
       rounds: 0,
     });
     // Machines and workflows changing (a discovery, a finished workflow) can change the plan.
-    for (const prefix of [MACHINES, WORKFLOWS]) c.unwatch.push(opts.store.watch(prefix, revision, (changes) => c.storeChanged(changes)));
+    c.unwatch.push(cache.onChange((macs, assignments) => c.storeChanged(macs, assignments)));
+    c.unwatch.push(() => cache.close());
     // `dragonfly suspend` / `resume`, possibly from another process.
     c.unwatch.push(opts.store.watch(CONTROLLER_SUSPENDED, revision, () => c.trigger()));
     return c;
@@ -160,18 +176,15 @@ export class Controller {
     await this.running;
   }
 
-  private storeChanged(changes: readonly Change[]): void {
+  private storeChanged(macs: Set<string>, rollouts: Set<string>): void {
     if (this.closed) return;
-    for (const ch of changes) this.storeRevisions.add(ch.revision);
+    for (const m of macs) this.pendingMacs.add(m);
+    for (const a of rollouts) this.pendingRollouts.add(a);
     if (this.storeTimer) return;
     this.storeTimer = setTimeout(() => {
       this.storeTimer = undefined;
-      // What this controller's own apply wrote needs no new round: the plan it came from is the current one.
-      // (Checked when the timer fires: the watch may report a commit before applyPlan has returned.)
-      const foreign = [...this.storeRevisions].some((r) => !this.ownRevisions.has(r));
-      this.storeRevisions.clear();
-      if (foreign) this.trigger();
-    }, this.opts.storeDebounceMs ?? 50);
+      this.trigger();
+    }, this.opts.storeDebounceMs ?? 20);
   }
 
   private trigger(): void {
@@ -206,7 +219,7 @@ export class Controller {
     // 1. A new revision: load and validate it. An invalid one freezes the loop until a valid one comes.
     if (rev.revision !== status.seen?.revision || !this.fleet) {
       const diagnostics: Diagnostic[] = [];
-      const loaded = rev.errors?.length ? undefined : loadFleet(rev.files, { revision: rev.revision });
+      const loaded = rev.errors?.length ? undefined : this.loader.load(rev.files, { revision: rev.revision });
       if (loaded) diagnostics.push(...loaded.diagnostics.filter((d) => d.severity === 'error'));
       const errors = [...(rev.errors ?? []).map((e) => `${e.code}: ${e.message}`), ...diagnostics.map(formatDiagnostic)];
       status.seen = { revision: rev.revision, at, valid: errors.length === 0, ...(rev.author ? { author: rev.author } : {}), ...(rev.subject ? { subject: rev.subject } : {}), errors: errors.slice(0, MAX_ERRORS) };
@@ -214,6 +227,7 @@ export class Controller {
         log.warn({ revision: rev.revision, errors: errors.length, first: errors.slice(0, 5) }, 'fleet revision is invalid: nothing is applied until a valid revision arrives');
         if (this.status.seen?.revision !== rev.revision) await this.recordRejected(rev, errors);
         this.fleet = undefined;
+        this.planned = undefined; // after a fix, plan everything again
         await this.writeStatus(status);
         return;
       }
@@ -221,21 +235,41 @@ export class Controller {
       this.fleetAuthor = rev.author;
       log.info({ revision: rev.revision, author: rev.author, machines: loaded.fleet.machines.length }, 'fleet revision loaded');
     }
-    const fleet = this.fleet;
+    const fleet = this.fleet!;
 
-    // 2. Plan against the observed store.
-    const { observed, suspended } = await this.opts.store.read((snap) => ({ observed: observedFrom(snap), suspended: snap.get(CONTROLLER_SUSPENDED) !== undefined }));
-    const plan = planFleet(fleet, observed, { now: new Date(at) });
+    // 2. Plan against the observed store: only what can have changed, unless a full plan is due.
+    const suspended = await this.opts.store.read((snap) => snap.get(CONTROLLER_SUSPENDED) !== undefined);
+    const observed = this.cache.current();
+    const macs = [...this.pendingMacs];
+    const rollouts = [...this.pendingRollouts];
+    this.pendingMacs.clear();
+    this.pendingRollouts.clear();
+    const full = this.planned === undefined || this.opts.manual === true || suspended;
+    const scope = full ? 'all' : affectedMachines(this.planned, fleet, macs, rollouts);
+    const plan = planFleet(fleet, observed, { now: new Date(at), scope });
     status.suspended = suspended;
-    status.notes = plan.notes
+    this.keepNotes(plan, scope);
+    status.notes = [...this.notesByMac.values()]
+      .flat()
       .filter((n) => n.kind !== 'in-progress' && n.kind !== 'waiting-discovery')
       .slice(0, MAX_NOTES)
       .map((n) => ({ kind: n.kind, machine: n.machine?.name ?? n.machine?.mac ?? '', message: n.message }));
+    const retry = () => {
+      for (const m of macs) this.pendingMacs.add(m);
+      for (const a of rollouts) this.pendingRollouts.add(a);
+    };
 
     // 3. Manual or suspended: report what an apply would do, and stop there.
-    if (!hasChanges(plan) || this.opts.manual || suspended) {
+    if (this.opts.manual || suspended) {
       status.pending = hasChanges(plan) ? pendingOf(plan) : { summary: '', lines: [] };
       if (hasChanges(plan)) log.info({ revision: fleet.revision, plan: summaryLine(plan), why: suspended ? 'suspended' : 'manual' }, 'changes wait for an apply');
+      this.planned = undefined; // plan everything once applying resumes
+      await this.writeStatus(status);
+      return;
+    }
+    if (!hasChanges(plan)) {
+      this.planned = fleet;
+      status.pending = { summary: '', lines: [] };
       await this.writeStatus(status);
       return;
     }
@@ -244,21 +278,32 @@ export class Controller {
     try {
       const result = await applyPlan(this.opts.store, plan, fleet, { user: 'controller', source: 'controller', ...(this.fleetAuthor ? { author: this.fleetAuthor } : {}), now: new Date(at) });
       this.staleRetries = 0;
-      this.ownRevisions.add(result.revision);
-      if (this.ownRevisions.size > 16) this.ownRevisions.delete(this.ownRevisions.values().next().value!);
+      this.planned = fleet;
       status.applied = { revision: fleet.revision, at, planHash: plan.hash, summary: summaryLine(plan), ...(this.fleetAuthor ? { author: this.fleetAuthor } : {}) };
       status.pending = { summary: '', lines: [] };
-      log.info({ revision: fleet.revision, plan: summaryLine(plan), storeRevision: result.revision, workflows: result.workflows.length }, 'applied');
+      log.info({ revision: fleet.revision, plan: summaryLine(plan), scope: scope === 'all' ? 'all' : scope.size, storeRevision: result.revision, workflows: result.workflows.length }, 'applied');
     } catch (e) {
+      retry();
       if (e instanceof DragonflyError && e.code === 'DF_ERR_PLAN_STALE' && this.staleRetries++ < MAX_STALE_RETRIES) {
         this.again = true;
       } else {
         status.error = (e as Error).message;
         status.pending = pendingOf(plan);
+        this.planned = undefined;
         log.error({ err: e, revision: fleet.revision }, 'apply failed');
       }
     }
     await this.writeStatus(status);
+  }
+
+  /** Notes of a full plan replace all; a scoped plan's replace those of the machines it planned. */
+  private keepNotes(plan: Plan, scope: ReadonlySet<string> | 'all'): void {
+    if (scope === 'all') this.notesByMac.clear();
+    else for (const mac of scope) this.notesByMac.delete(mac);
+    for (const n of plan.notes) {
+      const mac = n.machine?.mac ?? '';
+      this.notesByMac.set(mac, [...(this.notesByMac.get(mac) ?? []), n]);
+    }
   }
 
   /** An invalid revision goes into the audit log too, so `dragonfly history` shows why nothing happened. */
