@@ -103,7 +103,7 @@ export async function benchReconcile(opts: { machines?: number; rounds?: number 
     };
     console.log(`first apply of ${machines} machines: ${figures.firstApplyMs} ms`);
     console.log(`push → applied:  ${figures.pushToAppliedMs} ms median (target ≤ 200 ms); full reload ${figures.fullReloadMs} ms (${figures.pushVsFullReload}× slower)`);
-    console.log(`save → applied:  ${figures.saveToAppliedMs} ms median (target ≤ 150 ms; includes the watcher's 100 ms quiet time)`);
+    console.log(`save → applied:  ${figures.saveToAppliedMs} ms median (target ≤ 150 ms; includes the watcher's 50 ms quiet time)`);
     console.log(JSON.stringify(figures));
     return figures;
   } finally {

@@ -1,6 +1,7 @@
 // `npm run bench`: every benchmark, one after the other. Each prints its own figures and a JSON line.
 import { benchBoot } from './boot.js';
 import { benchPlan } from './plan.js';
+import { benchReconcile } from './reconcile.js';
 import { benchTftp } from './tftp.js';
 import { benchDecompress } from './decompress.js';
 import { benchImage2Disk } from './image2disk.js';
@@ -10,4 +11,5 @@ await benchBoot();
 await benchTftp();
 await benchImage2Disk();
 await benchDecompress();
+await benchReconcile();
 process.exit(0);

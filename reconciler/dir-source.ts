@@ -64,7 +64,7 @@ export interface WatchFleetDirOptions {
    * Also receives whatever onChange throws.
    */
   onError(error: Error): void;
-  /** Quiet time after the last filesystem event before reading changed files (default 100 ms). */
+  /** Quiet time after the last filesystem event before reading changed files (default 50 ms). */
   debounceMs?: number;
   /** Upper bound on the wait under a continuous stream of events (default max(2000, 10 × debounceMs)). */
   maxWaitMs?: number;
@@ -217,7 +217,7 @@ class DirSource implements FleetDirWatcher {
     private readonly root: string,
     private readonly options: WatchFleetDirOptions,
   ) {
-    this.debounceMs = options.debounceMs ?? 100;
+    this.debounceMs = options.debounceMs ?? 50;
     this.maxWaitMs = options.maxWaitMs ?? Math.max(2000, 10 * this.debounceMs);
     this.rootCheckMs = options.rootCheckMs ?? 1000;
     this.readText = options.readFile ?? ((p) => fs.readFileSync(p, 'utf8'));
