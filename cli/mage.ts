@@ -1,14 +1,14 @@
-// `dragonfly mage`: the agent (in Mage's initramfs, or anywhere for tests), and `dragonfly mage run`,
-// which executes a template's actions against a disk or disk image without a server.
-import { execFileSync } from 'node:child_process';
+// `dragonfly mage`: the agent (in Mage's initramfs, or anywhere for tests); `dragonfly mage run`, which
+// executes a template's actions against a disk or disk image without a server; and `dragonfly mage build`,
+// which builds Mage's boot environment (vmlinuz + initrd) from Debian packages.
 import fs from 'node:fs';
 import path from 'node:path';
 import { DragonflyError } from '../schemas/errors.js';
 import { normalizeMac } from '../schemas/mac.js';
 import { memorableName } from '../schemas/memorable-name.js';
 import type { ActionReport, Workflow } from '../schemas/types.js';
-import { readCmdline, runAgent } from '../mage/agent.js';
-import { collectInventory } from '../mage/inventory/index.js';
+import { buildMageImage } from '../mage/build/image.js';
+import { runMageAgent } from '../mage/build/entry.js';
 import { runWorkflow } from '../mage/workflow-runner.js';
 import { loadFleet } from '../reconciler/load.js';
 import { formatDiagnostic } from '../reconciler/diagnostics.js';
@@ -19,6 +19,7 @@ import { progressBar } from './progress.js';
 
 export const mageHelp = `Usage: dragonfly mage [--server URL] [--mac MAC] [--root DIR] [--disk PATH] [--no-reboot]
        dragonfly mage run --template FILE --disk PATH [--set machine.name=web-01 ...] [--kexec]
+       dragonfly mage build --out DIR [--kernel-package NAME] [--node PATH]
 
 The agent: report this machine's hardware, follow the server's instruction, run the workflow it was
 booted for and report per-action progress; retries with backoff while the server is unreachable.
@@ -33,6 +34,20 @@ and dragonfly.token= on /proc/cmdline (the iPXE script puts them there).
 
 \`mage run\` executes a template's actions against a disk or a disk image, without a server: test a
 template on a VM disk image before rolling it out. \${disk} is --disk; kexec is a dry run unless --kexec.
+
+\`mage build\` builds the boot environment that \`dragonfly serve --mage-dir DIR\` serves as /mage/vmlinuz and
+/mage/initrd: DIR/vmlinuz (a Debian kernel), DIR/initrd (busybox, node, the disk tools Mage's actions run,
+NIC and disk drivers, Mage; zstd-compressed cpio) and DIR/manifest.json (versions, sizes, sha256s, module
+and tool lists). Needs apt (Debian or Ubuntu), kmod, zstd; .debs are cached in $DRAGONFLY_DEB_CACHE
+(default /var/tmp/dragonfly-debs). The same inputs give the same bytes (SOURCE_DATE_EPOCH sets the mtimes).
+
+  --out DIR              where vmlinuz, initrd and manifest.json go
+  --kernel-package NAME  the Debian kernel package (default: the one linux-image-amd64 depends on, the
+                         standard kernel, with drivers for real NICs and disks). linux-image-cloud-amd64
+                         boots faster in VMs (no XZ kernel to unpack) but has no e1000, igb, ixgbe, tg3,
+                         r8169, bnxt_en or ahci drivers: use it only for virtio VMs
+  --node PATH            the node binary to ship, with its libraries (default: the one running dragonfly;
+                         Node 20 or newer); stripped when \`strip\` is installed
 `;
 
 function parseSets(sets: string[]): Record<string, string> {
@@ -95,21 +110,33 @@ export async function mageRunCommand(opts: { template?: string; disk?: string; s
 }
 
 export async function mageCommand(opts: { server?: string; mac?: string; root?: string; disk?: string; noReboot?: boolean }, io: Io): Promise<number> {
-  const cmd = readCmdline(path.join(opts.root ?? '/', 'proc/cmdline'));
-  const server = opts.server ?? cmd.url;
-  const mac = normalizeMac(opts.mac ?? cmd.mac ?? '');
-  if (!server) throw new DragonflyError('DF_ERR_USAGE', 'no server: pass --server URL or boot with dragonfly.url= on the kernel command line');
-  if (!mac) throw new DragonflyError('DF_ERR_USAGE', 'no boot MAC: pass --mac MAC or boot with dragonfly.mac=');
-  const result = await runAgent({
-    server,
-    mac,
-    ...(cmd.workflow ? { workflow: cmd.workflow } : {}),
-    ...(cmd.token ? { token: cmd.token } : {}),
-    inventory: () => collectInventory(opts.root ?? '/'),
+  // The same code as the initramfs runs (mage/build/entry.ts is what esbuild bundles).
+  return runMageAgent({
+    ...(opts.server ? { server: opts.server } : {}),
+    ...(opts.mac ? { mac: opts.mac } : {}),
+    ...(opts.root ? { root: opts.root } : {}),
     ...(opts.disk ? { disk: opts.disk } : {}),
+    noReboot: opts.noReboot === true,
     log: (line) => io.err(`mage: ${line}\n`),
+    out: (line) => io.out(`${line}\n`),
   });
-  io.out(`${result.instruction}\n`);
-  if (!opts.noReboot) execFileSync('reboot', ['-f']);
-  return result.outcome && !result.outcome.ok ? 1 : 0;
+}
+
+export async function mageBuildCommand(opts: { out?: string; kernelPackage?: string; node?: string }, io: Io): Promise<number> {
+  if (!opts.out) throw new DragonflyError('DF_ERR_USAGE', 'mage build needs --out DIR', {}, 'dragonfly mage build --out /srv/dragonfly/mage, then dragonfly serve --mage-dir /srv/dragonfly/mage');
+  // A failed step throws DF_ERR_MAGE_BUILD with its own hint; run.ts reports it (exit 1).
+  const m = await buildMageImage({
+    out: opts.out,
+    ...(opts.kernelPackage ? { kernelPackage: opts.kernelPackage } : {}),
+    ...(opts.node ? { node: opts.node } : {}),
+    log: (line) => io.err(`mage build: ${line}\n`),
+  });
+  const dir = path.resolve(opts.out);
+  io.out(
+    `${path.join(dir, 'vmlinuz')}  ${m.kernel.package} ${m.kernel.version}, ${m.vmlinuz.bytes} bytes, sha256 ${m.vmlinuz.sha256}\n` +
+      `${path.join(dir, 'initrd')}  node ${m.node.version}, ${m.modules.allFiles.length} kernel modules, ${m.tools.length} tools, ${m.initrd.bytes} bytes, sha256 ${m.initrd.sha256}\n` +
+      `${path.join(dir, 'manifest.json')}\n` +
+      `Serve it with: dragonfly serve --mage-dir ${dir}\n`,
+  );
+  return 0;
 }

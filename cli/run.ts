@@ -11,7 +11,7 @@ import { planCommand, planHelp } from './plan.js';
 import { schemasCommand, schemasHelp } from './schemas.js';
 import { serveCommand, serveHelp } from './serve.js';
 import { statusCommand, statusHelp, suspendCommand, suspendHelp } from './status.js';
-import { mageCommand, mageHelp, mageRunCommand } from './mage.js';
+import { mageBuildCommand, mageCommand, mageHelp, mageRunCommand } from './mage.js';
 import { watchCommand, watchHelp } from './watch.js';
 import { validateCommand, validateHelp } from './validate.js';
 
@@ -94,6 +94,8 @@ const OPTIONS = {
   set: { type: 'string', multiple: true },
   kexec: { type: 'boolean' },
   'no-reboot': { type: 'boolean' },
+  'kernel-package': { type: 'string' },
+  node: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -112,7 +114,7 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   suspend: ['state', 'reason'],
   resume: ['state'],
   watch: ['server', 'since', 'json'],
-  mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'template', 'set', 'kexec'],
+  mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'template', 'set', 'kexec', 'out', 'kernel-package', 'node'],
 };
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -211,6 +213,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       case 'watch':
         return await watchCommand({ server: v.server, since: v.since, json }, io);
       case 'mage':
+        if (positionals[0] === 'build') return await mageBuildCommand({ out: v.out, kernelPackage: v['kernel-package'], node: v.node }, io);
         if (positionals[0] === 'run') return await mageRunCommand({ template: v.template, disk: v.disk, set: v.set ?? [], kexec: v.kexec }, io);
         if (positionals[0] !== undefined) return reportError(io, new DragonflyError('DF_ERR_USAGE', `unknown mage subcommand "${positionals[0]}"`, {}, 'dragonfly mage run --help'));
         return await mageCommand({ server: v.server, mac: v.mac, root: v.root, disk: v.disk, noReboot: v['no-reboot'] }, io);

@@ -123,6 +123,11 @@ export const ERRORS = {
     'give the partition a format (ext4, vfat, …) in the partition action, or write the image that holds it first',
   ),
   DF_ERR_FILE_NOT_FOUND: spec('a file the action reads is not in the filesystem', 'check the path: it is read from the partition the action names'),
+  DF_ERR_MAGE_BUILD: spec(
+    'the Mage boot image cannot be built',
+    'read the step in the message; the build needs apt-get (Debian packages), cpio, kmod and binutils',
+    500,
+  ),
   // Warnings
   DF_WARN_EMPTY_SELECTOR: spec('a selector matches no machine', 'check the labels; the assignment does nothing until a machine matches'),
 } as const satisfies Record<string, ErrorSpec>;

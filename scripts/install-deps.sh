@@ -5,8 +5,10 @@ set -euo pipefail
 # ipxe, ipxe-qemu, qemu-system-x86: real PXE firmware under QEMU; iproute2: network namespaces;
 # fdisk, dosfstools, e2fsprogs, util-linux, mtools, kexec-tools, zstd, xz-utils, bzip2: Mage actions;
 # xfsprogs, btrfs-progs: writefile into filesystems that are mounted (not ext4/vfat);
-# ovmf: UEFI firmware for the UEFI PXE / HTTP boot tests; python3: IPv6 router adverts in netns tests.
-pkgs=(git curl atftp tftp-hpa tftpd-hpa ipxe ipxe-qemu qemu-system-x86 iproute2 fdisk dosfstools e2fsprogs util-linux mtools kexec-tools zstd xz-utils bzip2 xfsprogs btrfs-progs ovmf python3)
+# ovmf: UEFI firmware for the UEFI PXE / HTTP boot tests; python3: IPv6 router adverts in netns tests;
+# kmod (depmod, modprobe -D), binutils (strip): `dragonfly mage build`, which copies the Mage actions' tools
+# above into the initramfs; cpio: the tests read the built initramfs back.
+pkgs=(git curl atftp tftp-hpa tftpd-hpa ipxe ipxe-qemu qemu-system-x86 iproute2 fdisk dosfstools e2fsprogs util-linux mtools kexec-tools zstd xz-utils bzip2 xfsprogs btrfs-progs ovmf python3 kmod binutils cpio)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,5 +1,5 @@
 // `dragonfly serve` and `dragonfly watch` as a user runs them: real processes, real ports.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -7,7 +7,10 @@ import { BIN, dragonfly, ROOT, tempDir } from './cli-helpers.js';
 import { collect, freePort, until } from './process-helpers.js';
 
 const dirs: string[] = [];
+const children: ChildProcess[] = [];
 afterEach(() => {
+  // A failed assertion must not leave servers running after the test.
+  for (const c of children.splice(0)) c.kill('SIGKILL');
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
@@ -17,6 +20,7 @@ describe('dragonfly serve', () => {
     dirs.push(state);
     const [http, tftp] = [await freePort(), await freePort()];
     const serve = spawn(process.execPath, [BIN, 'serve', '--fleet', 'fleet.example', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', `127.0.0.1:${tftp}`], { cwd: ROOT });
+    children.push(serve);
     const serveOut = collect(serve);
     const base = `http://127.0.0.1:${http}`;
     await until('serve to listen', async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true);
@@ -26,6 +30,7 @@ describe('dragonfly serve', () => {
 
     // --since 0 replays from the first revision, so it does not matter whether watch connects before or after.
     const watch = spawn(process.execPath, [BIN, 'watch', '--server', base, '--since', '0'], { cwd: ROOT });
+    children.push(watch);
     const watchOut = collect(watch);
     // A machine that is not in git PXE boots: it is discovered.
     expect((await fetch(`${base}/boot/52:54:00:a1:99:01`)).status).toBe(200);
