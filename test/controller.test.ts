@@ -11,8 +11,9 @@ import { readObserved } from '../reconciler/observed.js';
 import { blankHardware, fleetFiles, macOf, ubuntuTemplate } from '../reconciler/test-builders.js';
 import { followDirectory } from '../reconciler/sources.js';
 import type { MachineRecord, Workflow } from '../schemas/types.js';
-import { AUDIT, CONTROLLER_SUSPENDED, machineKey } from '../store/keys.js';
+import { AUDIT, machineKey } from '../store/keys.js';
 import { LmdbStore } from '../store/lmdb.js';
+import { dragonfly } from './cli-helpers.js';
 import { until } from './process-helpers.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -102,13 +103,18 @@ describe('controller', () => {
     expect(await record(store, macOf(1))).toBeUndefined();
   });
 
-  it('suspend (a store key, as `dragonfly suspend` writes it from another process) stops applying; resume applies what waited', async () => {
-    const { store, controller, offer } = await setup();
-    await store.commit({ put: [{ key: CONTROLLER_SUSPENDED, value: { at: 'now', by: 'test' } }] });
+  it('`dragonfly suspend` (another process) stops applying; status says so; `dragonfly resume` applies what waited', async () => {
+    const { dir, store, controller, offer } = await setup();
+    const state = path.join(dir, 'state');
+    const suspended = dragonfly(['suspend', '--state', state, '--reason', 'change freeze']);
+    expect(suspended.status, suspended.stderr).toBe(0);
     await offer({ revision: 'c1', files: TWO_MACHINES });
     expect(controller.current()).toMatchObject({ suspended: true, pending: { summary: 'Plan: 2 to add, 0 to change, 0 to reimage, 0 to retire.' } });
     expect(await record(store, macOf(1))).toBeUndefined();
-    await store.commit({ delete: [CONTROLLER_SUSPENDED] });
+    const status = dragonfly(['status', '--state', state]);
+    expect(status.stdout).toMatch(/Pending \(suspended: `dragonfly resume`\): Plan: 2 to add/);
+    expect(status.stdout).toMatch(/Suspended at \S+ by \S+: change freeze/);
+    expect(dragonfly(['resume', '--state', state]).status).toBe(0);
     await until('the resumed apply', async () => (await record(store, macOf(1))) !== undefined);
     await controller.idle();
     expect(controller.current()).toMatchObject({ suspended: false, applied: { revision: 'c1' } });
