@@ -23,6 +23,7 @@ import type { MachineRecord } from '../schemas/types.js';
 import { machineKey } from '../store/keys.js';
 import { LmdbStore } from '../store/lmdb.js';
 import { ROOT } from './cli-helpers.js';
+import { until } from './process-helpers.js';
 
 const MAC = '52:54:00:77:00:01';
 const FIXTURE = path.join(ROOT, 'mage/fixtures/server-nvme-sata');
@@ -77,7 +78,7 @@ describe('Mage against the boot server', () => {
 
     // 1. Discovery: Mage reports and waits; meanwhile the machine is declared in git and applied.
     const discovery = agent();
-    await until(async () => (await store.read((s) => s.get<MachineRecord>(machineKey(MAC))))?.value.hardware !== undefined);
+    await until('the hardware report', async () => (await store.read((s) => s.get<MachineRecord>(machineKey(MAC))))?.value.hardware !== undefined);
     const rec = (await store.read((s) => s.get<MachineRecord>(machineKey(MAC))))!.value;
     expect(rec).toMatchObject({ phase: 'Discovered', memorableName: 'CensusAbilitySwingAbility' });
     expect(rec.hardware!.disks.map((d) => d.name)).toEqual(['nvme0n1', 'sda', 'sdb']);
@@ -148,7 +149,7 @@ describe('Mage failure paths', () => {
     const agent = (extra: { workflow?: string; token?: string } = {}) =>
       runAgent({ server, mac, inventory: () => collectInventory(FIXTURE), disk, dryRunKexec: true, pollMs: 100, maxAttempts: 3, signal: stop.signal, ...extra });
     const discovery = agent();
-    await until(async () => (await store.read((s) => s.get<MachineRecord>(machineKey(mac))))?.value.hardware !== undefined);
+    await until('the hardware report', async () => (await store.read((s) => s.get<MachineRecord>(machineKey(mac))))?.value.hardware !== undefined);
     const { fleet } = loadFleet([{ path: 'fleet.yaml', text: `apiVersion: dragonfly.computer/v1
 kind: Machine
 metadata: {name: node-02, labels: {role: bad}}
@@ -184,11 +185,3 @@ spec: {template: wrong-sum, selector: {role: bad}}
     expect(await (await fetch(`${server}/boot/${mac}`)).text()).toContain('# Dragonfly: discovery');
   }, 60_000);
 });
-
-async function until(probe: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
