@@ -11,6 +11,7 @@ describe('entryScript', () => {
     expect(entryScript(URL)).toBe(`#!ipxe
 # Dragonfly: the server decides this machine's fate from its MAC.
 chain --autofree http://10.0.0.1:8080/boot/\${netX/mac:hexhyp}?arch=\${buildarch}&platform=\${platform}&uuid=\${uuid} || goto retry
+exit
 :retry
 echo Dragonfly: http://10.0.0.1:8080 did not answer; retrying in 10 seconds
 sleep 10

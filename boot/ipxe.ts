@@ -36,6 +36,9 @@ export function entryScript(serverUrl: string): string {
     '# Dragonfly: the server decides this machine\'s fate from its MAC.',
     // ${netX} is the device iPXE booted from; net0 may be another NIC on a multi-NIC server.
     `chain --autofree ${base}/boot/\${netX/mac:hexhyp}?arch=\${buildarch}&platform=\${platform}&uuid=\${uuid} || goto retry`,
+    // The machine's script ended without booting anything: its `exit` (local boot) returns here, and only
+    // this script's own `exit` hands the machine back to the firmware's next boot device.
+    'exit',
     ':retry',
     `echo Dragonfly: ${base} did not answer; retrying in 10 seconds`,
     'sleep 10',

@@ -1,10 +1,10 @@
 // Runs a workflow's actions in order on the install disk, reporting each action's progress. The first
 // failure stops the workflow with a message that says what failed; nothing is swallowed.
 import type { ActionReport, Workflow } from '../schemas/types.js';
-import { diskSize, partitionLocation } from './disk-layout.js';
+import { diskSize, isBlockDevice, partitionLocation } from './disk-layout.js';
 import { runImage2Disk, type Compression } from './actions/image2disk.js';
 import { runKexec, type KexecParams } from './actions/kexec.js';
-import { runPartition } from './actions/partition.js';
+import { refreshPartitions, runPartition } from './actions/partition.js';
 import { runWriteFile, type WriteFileParams } from './actions/writefile.js';
 import { parseSize } from '../schemas/formats.js';
 
@@ -69,6 +69,12 @@ export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk
             },
           );
           ctx.log(`image2disk: ${r.bytes} bytes written to ${target.path}${target.offset ? ` at offset ${target.offset}` : ''}, sha256 ${r.sha256} verified`);
+          // A whole-disk image brings its own partition table: the kernel must read it before the next
+          // actions look for the partitions' devices (/dev/vda1 did not exist for writefile otherwise).
+          if (params.partition === undefined && isBlockDevice(target.path)) {
+            const n = await refreshPartitions(target.path);
+            ctx.log(`image2disk: ${target.path} has ${n} partition${n === 1 ? '' : 's'} now`);
+          }
           break;
         }
         case 'writefile': {

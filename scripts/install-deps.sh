@@ -7,8 +7,9 @@ set -euo pipefail
 # xfsprogs, btrfs-progs: writefile into filesystems that are mounted (not ext4/vfat);
 # ovmf: UEFI firmware for the UEFI PXE / HTTP boot tests; python3: IPv6 router adverts in netns tests;
 # kmod (depmod, modprobe -D), binutils (strip): `dragonfly mage build`, which copies the Mage actions' tools
-# above into the initramfs; cpio: the tests read the built initramfs back.
-pkgs=(git curl atftp tftp-hpa tftpd-hpa ipxe ipxe-qemu qemu-system-x86 iproute2 fdisk dosfstools e2fsprogs util-linux mtools kexec-tools zstd xz-utils bzip2 xfsprogs btrfs-progs ovmf python3 kmod binutils cpio)
+# above into the initramfs; cpio: the tests read the built initramfs back;
+# nasm: assembles the marker MBR of test/lifecycle.test.ts's installed-OS image.
+pkgs=(git curl atftp tftp-hpa tftpd-hpa ipxe ipxe-qemu qemu-system-x86 iproute2 fdisk dosfstools e2fsprogs util-linux mtools kexec-tools zstd xz-utils bzip2 xfsprogs btrfs-progs ovmf python3 kmod binutils cpio nasm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

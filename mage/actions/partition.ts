@@ -134,6 +134,24 @@ async function rereadPartitionTable(device: string): Promise<void> {
   }
 }
 
+/**
+ * After something other than this action wrote a partition table to a block device (image2disk of a whole
+ * disk image): make the kernel read it, and wait for the partitions' device nodes, so that the following
+ * actions (writefile, kexec, image2disk to a partition) find /dev/sda1 etc.
+ */
+export async function refreshPartitions(device: string): Promise<number> {
+  await rereadPartitionTable(device);
+  let count = 0;
+  try {
+    const table = JSON.parse(await runTool({ command: 'sfdisk', args: ['--json', device] })) as { partitiontable?: { partitions?: unknown[] } };
+    count = table.partitiontable?.partitions?.length ?? 0;
+  } catch {
+    return 0; // no partition table in the image (a bare filesystem, say): nothing to wait for
+  }
+  await waitForDevices(Array.from({ length: count }, (_, i) => partitionDevice(device, i + 1)));
+  return count;
+}
+
 async function waitForDevices(devices: string[], timeoutMs = 10_000): Promise<void> {
   await runTool({ command: 'udevadm', args: ['settle', '--timeout=10'] }).catch(() => undefined);
   const deadline = Date.now() + timeoutMs;
