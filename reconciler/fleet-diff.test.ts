@@ -3,10 +3,9 @@ import type { Change, Note, Plan } from '../schemas/types.js';
 import { branchPlan, diffFields, diffResources, reviewHasChanges, summarize, type BranchReview } from './fleet-diff.js';
 import { planFleet } from './plan.js';
 import { renderBranchMarkdown, renderBranchText, renderFleetDiffText } from './render.js';
-import { blankHardware, buildObserved, fleetFromYaml, registered, usedHardware } from './test-builders.js';
+import { blankHardware, buildObserved, fleetFromYaml, machineYaml, registered, usedHardware } from './test-builders.js';
 
-const machine = (name: string, mac: string, labels = 'role: web, rack: r1', extra = '') =>
-  `apiVersion: dragonfly.computer/v1\nkind: Machine\nmetadata: {name: ${name}, labels: {${labels}}}\nspec: {mac: "${mac}"${extra}}\n`;
+const machine = machineYaml;
 
 const TEMPLATE = `apiVersion: dragonfly.computer/v1
 kind: Template

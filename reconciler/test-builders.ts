@@ -88,6 +88,11 @@ export function ubuntuTemplate(overrides: Partial<TemplateSketch> = {}): Templat
   return { name: 'ubuntu-24.04', image: UBUNTU_IMAGE, timeout: '30m', actions: UBUNTU_ACTIONS, ...overrides };
 }
 
+/** One Machine document in flow style, for tests that edit fleet files as text. */
+export function machineYaml(name: string, mac: string, labels = 'role: web, rack: r1', extraSpec = ''): string {
+  return `apiVersion: dragonfly.computer/v1\nkind: Machine\nmetadata: {name: ${name}, labels: {${labels}}}\nspec: {mac: "${mac}"${extraSpec}}\n`;
+}
+
 /** One fleet file per kind, as a fleet repository would hold them. */
 export function fleetFiles(sketch: FleetSketch): SourceFile[] {
   const docs = (kind: string, list: object[]) => list.map((d) => stringify({ apiVersion: 'dragonfly.computer/v1', kind, ...d })).join('---\n');

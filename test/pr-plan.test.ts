@@ -1,5 +1,6 @@
 // Pull-request review through the real `dragonfly` binary: `plan --base --head` and `diff`, on a local
 // clone (--fleet, read with the git CLI) and on a repository served over smart HTTP (--repo).
+import { machineYaml } from '../reconciler/test-builders.js';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,8 +21,7 @@ function dragonflyAsync(args: string[]): Promise<CliResult> {
   });
 }
 
-const machine = (name: string, mac: string, labels: string) =>
-  `apiVersion: dragonfly.computer/v1\nkind: Machine\nmetadata: {name: ${name}, labels: {${labels}}}\nspec: {mac: "${mac}"}\n`;
+const machine = (name: string, mac: string, labels: string) => machineYaml(name, mac, labels);
 
 const TEMPLATE = `apiVersion: dragonfly.computer/v1
 kind: Template
