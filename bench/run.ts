@@ -5,6 +5,7 @@ import { benchReconcile } from './reconcile.js';
 import { benchTftp } from './tftp.js';
 import { benchDecompress } from './decompress.js';
 import { benchImage2Disk } from './image2disk.js';
+import { benchLifecycle } from './lifecycle.js';
 
 await benchPlan();
 await benchBoot();
@@ -12,4 +13,5 @@ await benchTftp();
 await benchImage2Disk();
 await benchDecompress();
 await benchReconcile();
+await benchLifecycle();
 process.exit(0);

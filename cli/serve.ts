@@ -20,7 +20,7 @@ import type { Io } from './output.js';
 
 export const serveHelp = `Usage: dragonfly serve [--fleet DIR | --repo URL [--branch B] [--path SUBDIR] [--poll 30s]] [--manual]
                        [--state DIR] [--http HOST:PORT] [--tftp HOST:PORT|off]
-                       [--dhcp proxy --dhcp-ip IP] [--public-url URL] [--ipxe-dir DIR] [--mage-dir DIR]
+                       [--dhcp proxy --dhcp-ip IP [--chainload-ipxe]] [--public-url URL] [--ipxe-dir DIR] [--mage-dir DIR]
 
 Serve PXE-booting machines: each machine's fate (discover, image, boot its disk) comes from what the
 state store says about its MAC. With --fleet or --repo it is also the GitOps controller: every new
@@ -42,6 +42,8 @@ changes nothing and is reported (\`dragonfly status\`) until a valid one arrives
   --tftp HOST:PORT     TFTP: iPXE binaries and boot.ipxe / autoexec.ipxe (default 0.0.0.0:69; off: none)
   --dhcp proxy         answer PXE clients next to your DHCP server (UDP 67 and 4011), never leasing
   --dhcp-ip IP         the address of this server on the PXE network (required with --dhcp proxy)
+  --chainload-ipxe     with --dhcp proxy: NIC ROMs that already are iPXE get our iPXE binary over TFTP
+                       first (old or feature-poor vendor builds), then the script; default: the script
   --public-url URL     how machines reach the HTTP server (default http://FIRST-IPV4:PORT)
   --ipxe-dir DIR       iPXE binaries (default /usr/lib/ipxe, Debian's ipxe package)
   --mage-dir DIR       Mage's vmlinuz and initrd (dragonfly mage build --out DIR)
@@ -64,6 +66,7 @@ export interface ServeOptions {
   tftp?: string;
   dhcp?: string;
   dhcpIp?: string;
+  chainloadIpxe?: boolean;
   publicUrl?: string;
   ipxeDir?: string;
   mageDir?: string;
@@ -97,6 +100,8 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
   const http = hostPort(opts.http ?? '0.0.0.0:8080', '--http');
   const tftp = opts.tftp === 'off' ? undefined : hostPort(opts.tftp ?? '0.0.0.0:69', '--tftp');
   if (opts.dhcp !== undefined && opts.dhcp !== 'proxy') throw new DragonflyError('DF_ERR_SERVE_CONFIG', `--dhcp ${opts.dhcp}: only "proxy" is supported`);
+  if (opts.chainloadIpxe && opts.dhcp !== 'proxy') throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--chainload-ipxe changes what the proxyDHCP answers: it needs --dhcp proxy');
+  if (opts.chainloadIpxe && opts.tftp === 'off') throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--chainload-ipxe hands out the iPXE binary over TFTP: it cannot go with --tftp off');
   if (opts.dhcp && !opts.dhcpIp) throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--dhcp proxy needs --dhcp-ip, the address machines reach this server at');
   const ipxeDir = opts.ipxeDir ?? '/usr/lib/ipxe';
   const apiToken = opts.apiTokenFile ? fs.readFileSync(opts.apiTokenFile, 'utf8').trim() : process.env.DRAGONFLY_API_TOKEN || undefined;
@@ -164,11 +169,11 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
     if (opts.dhcp === 'proxy') {
       const dhcp = await startProxyDhcp({
         interfaceIp: opts.dhcpIp!,
-        config: { serverIp: opts.dhcpIp!, httpUrl: publicUrl, bootfiles: { bios: 'undionly.kpxe', efi64: 'ipxe.efi' } },
+        config: { serverIp: opts.dhcpIp!, httpUrl: publicUrl, bootfiles: { bios: 'undionly.kpxe', efi64: 'ipxe.efi' }, ...(opts.chainloadIpxe ? { chainloadIpxeRoms: true } : {}) },
         log: log.child({ part: 'dhcp' }),
       });
       closers.unshift(() => dhcp.close());
-      log.info({ ip: opts.dhcpIp }, 'proxyDHCP listening on UDP 67 and 4011');
+      log.info({ ip: opts.dhcpIp, chainloadIpxe: opts.chainloadIpxe ?? false }, 'proxyDHCP listening on UDP 67 and 4011');
     }
   } catch (e) {
     for (const close of closers) await close().catch(() => {});

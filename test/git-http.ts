@@ -23,7 +23,7 @@ export type FailMode =
   | 'hang';
 
 export interface GitHttpServer {
-  /** http://127.0.0.1:PORT */
+  /** http://HOST:PORT (127.0.0.1 unless options.host) */
   readonly baseUrl: string;
   readonly port: number;
   /** The directory served (GIT_PROJECT_ROOT). */
@@ -42,9 +42,11 @@ export interface GitHttpOptions {
   root: string;
   /** Basic auth: requests without these credentials get 401 with WWW-Authenticate. */
   auth?: { username: string; password: string };
+  /** The address to listen on (default 127.0.0.1): e.g. the host end of a test network namespace's veth. */
+  host?: string;
 }
 
-/** Start a smart-HTTP git server on 127.0.0.1:0. */
+/** Start a smart-HTTP git server on HOST:0 (127.0.0.1 by default). */
 export async function startGitHttp(options: GitHttpOptions): Promise<GitHttpServer> {
   const root = path.resolve(options.root);
   let failures: { n: number; mode: FailMode } = { n: 0, mode: 'unavailable' };
@@ -180,10 +182,10 @@ export async function startGitHttp(options: GitHttpOptions): Promise<GitHttpServ
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(0, options.host ?? '127.0.0.1', () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  const baseUrl = `http://127.0.0.1:${port}`;
+  const baseUrl = `http://${options.host ?? '127.0.0.1'}:${port}`;
   return {
     baseUrl,
     port,

@@ -57,6 +57,8 @@ describe('dragonfly serve', () => {
       [['--public-url', 'http://x/${evil}'], '--public-url must be a plain http(s) URL'],
       [['--dhcp', 'full'], 'only "proxy" is supported'],
       [['--dhcp', 'proxy'], '--dhcp proxy needs --dhcp-ip'],
+      [['--chainload-ipxe'], '--chainload-ipxe changes what the proxyDHCP answers: it needs --dhcp proxy'],
+      [['--dhcp', 'proxy', '--dhcp-ip', '127.0.0.1', '--chainload-ipxe', '--tftp', 'off'], 'cannot go with --tftp off'],
       [['--mage-dir', '/nonexistent', '--http', '127.0.0.1:0', '--tftp', 'off'], 'directory /nonexistent (for /mage/) does not exist'],
     ] as const) {
       const state = tempDir();

@@ -1,13 +1,13 @@
 // Test helper (not a test): a PXE lab in private network namespaces for the netns-*.test.ts files. A VM (QEMU,
-// TCG) on a tap in a bridge, our DHCP server (compiled to JS: node cannot run our .ts inside a namespace),
-// a tiny HTTP server standing in for boot/server.ts, in.tftpd standing in for boot/tftp, and IPv6 router
-// advertisements. Modelled on shared/recipes/2b-netns-fullchain.sh. Every process it starts is killed and
-// every namespace removed in stop(), from a process 'exit' handler, or by the next run (stale by owner pid).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+// TCG) on a tap in a bridge (test/pxe-network.ts), our DHCP server (compiled to JS: node cannot run our .ts
+// inside a namespace), a tiny HTTP server standing in for boot/server.ts, and our TFTP server. The whole
+// product in such a network is test/lifecycle.test.ts.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PxeNetwork, requireNetnsTools } from '../../test/pxe-network.js';
 import { until } from './test-builders.js';
 
 /** Our TFTP server, as `dragonfly serve` runs it: the compiled module from dist/. */
@@ -22,7 +22,6 @@ await startTftpServer({ host: ip, port: 69, source: directorySource(root) });
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const NS_PREFIX = 'dfdhcp';
 const IP = '192.168.77.1';
-const ROUTER_IP = '192.168.77.2';
 const HTTP_PORT = 8080;
 const IPXE_DIR = '/usr/lib/ipxe';
 const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
@@ -63,81 +62,27 @@ http.createServer((req, res) => {
 }).listen(cfg.httpPort, cfg.ip, () => out({ src: 'runner', ready: true, ports: dhcp.ports }));
 `;
 
-// The "existing DHCP server" of the proxy lab: leases addresses, knows nothing of PXE (no 60, 66, 67, 43).
-// Built on our packet codec; 0.0.0.0:67 hears broadcasts, replies leave from its own address (see server.ts).
-const PLAIN_DHCP = `
-import dgram from 'node:dgram';
-const [packetJs, ip] = process.argv.slice(2);
-const { decodePacket, encodePacket, ipToBytes, macOf, u32Bytes } = await import(packetJs);
-const fs = await import('node:fs');
-const out = (o) => process.stdout.write(JSON.stringify({ t: Date.now(), src: 'router', ...o }) + '\\n');
-const leases = new Map();
-const bind = (address) => new Promise((resolve) => {
-  const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
-  s.bind(67, address, () => { s.setBroadcast(true); resolve(s); });
-});
-const own = await bind(ip);
-const any = await bind('0.0.0.0');
-const onMessage = (msg) => {
-  const d = decodePacket(msg);
-  if (!d.ok || d.packet.op !== 1) return;
-  const p = d.packet, type = p.options.get(53)?.[0], sid = p.options.get(54);
-  if (type !== 1 && type !== 3) return;
-  if (type === 3 && sid && sid.join('.') !== ip) return; // the client chose another server
-  const mac = macOf(p);
-  if (!leases.has(mac)) leases.set(mac, '192.168.77.' + (100 + leases.size));
-  const options = new Map([[53, Buffer.from([type === 1 ? 2 : 5])], [54, ipToBytes(ip)], [51, u32Bytes(3600)], [1, ipToBytes('255.255.255.0')]]);
-  const reply = { ...p, op: 2, hops: 0, secs: 0, yiaddr: leases.get(mac), siaddr: '0.0.0.0', sname: '', file: '', options };
-  out({ rx: type === 1 ? 'DISCOVER' : 'REQUEST', mac, ip: leases.get(mac) });
-  own.send(encodePacket(reply), 68, '255.255.255.255');
-};
-own.on('message', onMessage);
-any.on('message', onMessage);
-out({ ready: true });
-`;
-
-// RFC 4861 router advertisements (§4.2, with a §4.6.2 prefix) to ff02::1 every second: they end iPXE's
-// IPv6 autoconfiguration at once (~15 s per DHCP round without). Node has no raw sockets; python3 does.
-const ROUTER_ADVERTISER = `
-import socket, struct, sys, time
-iface, prefix = sys.argv[1], sys.argv[2]
-index = socket.if_nametoindex(iface)
-s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-ra = struct.pack('!BBHBBHII', 134, 0, 0, 64, 0, 0, 0, 0)
-ra += struct.pack('!BBBBIII', 3, 4, 64, 0xc0, 3600, 1800, 0) + socket.inet_pton(socket.AF_INET6, prefix)
-while True:
-    try:
-        s.sendto(ra, ('ff02::1', 0, 0, index))
-    except OSError as e:
-        print(e, flush=True)
-    time.sleep(1)
-`;
-
 /**
- * One namespace (plus, for 'proxy', a second one for the plain DHCP server), its processes and its logs:
- * bridge br0 (192.168.77.1) + tap0 for the VM, our DHCP server and the HTTP stand-in (one node process),
- * in.tftpd, IPv6 router advertisements.
+ * One PXE network (test/pxe-network.ts; for 'proxy' with the plain DHCP server of "another host"), our DHCP
+ * server and the HTTP stand-in (one node process), and our TFTP server.
  */
 export class Lab {
-  readonly events: Event[] = [];
   readonly ns: string;
-  readonly routerNs: string;
   work = '';
-  private readonly children: ChildProcess[] = [];
-  private readonly namespaces: string[] = [];
+  private net: PxeNetwork | undefined;
   qemuExit: string | undefined;
 
   /** `firmware`: what the VMs of this lab will be, so that start() checks for everything up front. */
   constructor(readonly mode: 'full' | 'proxy', private readonly firmware: readonly Firmware[] = ['ipxe-rom']) {
     this.ns = `${NS_PREFIX}${process.pid}${mode[0]}`;
-    this.routerNs = `${NS_PREFIX}${process.pid}r`;
+  }
+
+  get events(): Event[] {
+    return (this.net?.events ?? []) as Event[];
   }
 
   async start(): Promise<void> {
     requireTools(this.firmware);
-    removeStaleNamespaces();
     this.work = fs.mkdtempSync(path.join(os.tmpdir(), `df-netns-${this.mode}-`));
     fs.chmodSync(this.work, 0o755);
     const js = compileServer(path.join(this.work, 'js'));
@@ -148,38 +93,10 @@ export class Lab {
       fs.chmodSync(path.join(tftpRoot, f), 0o644);
     }
     fs.writeFileSync(path.join(this.work, 'sercon-port.bin'), Buffer.from([0xf8, 0x03])); // serial console on 0x3f8
-    for (const [name, text] of [['runner.mjs', RUNNER], ['plain-dhcp.mjs', PLAIN_DHCP], ['ra.py', ROUTER_ADVERTISER]]) fs.writeFileSync(path.join(this.work, name!), text!);
-
-    this.addNamespace(this.ns);
-    const ns = (...args: string[]) => run('ip', ['-n', this.ns, ...args]);
-    ns('link', 'set', 'lo', 'up');
-    ns('link', 'add', 'br0', 'type', 'bridge');
-    ns('addr', 'add', `${IP}/24`, 'dev', 'br0');
-    ns('-6', 'addr', 'add', 'fe80::1/64', 'dev', 'br0', 'nodad');
-    ns('-6', 'addr', 'add', 'fd00:77::1/64', 'dev', 'br0', 'nodad');
-    ns('link', 'set', 'br0', 'up');
-    ns('tuntap', 'add', 'dev', 'tap0', 'mode', 'tap');
-    ns('link', 'set', 'tap0', 'master', 'br0');
-    ns('link', 'set', 'tap0', 'up');
-
-    const onLine = (line: string) => {
-      try {
-        this.events.push(JSON.parse(line) as Event);
-      } catch {
-        this.events.push({ t: Date.now(), src: 'runner', text: line });
-      }
-    };
-    if (this.mode === 'proxy') {
-      // The existing DHCP server on "another host": its own namespace, wired into br0 by a veth pair.
-      this.addNamespace(this.routerNs);
-      ns('link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1', 'netns', this.routerNs);
-      ns('link', 'set', 'veth0', 'master', 'br0');
-      ns('link', 'set', 'veth0', 'up');
-      run('ip', ['-n', this.routerNs, 'link', 'set', 'lo', 'up']);
-      run('ip', ['-n', this.routerNs, 'addr', 'add', `${ROUTER_IP}/24`, 'dev', 'veth1']);
-      run('ip', ['-n', this.routerNs, 'link', 'set', 'veth1', 'up']);
-      this.spawn(this.routerNs, 'router', process.execPath, [path.join(this.work, 'plain-dhcp.mjs'), js.packet, ROUTER_IP], onLine);
-    }
+    fs.writeFileSync(path.join(this.work, 'runner.mjs'), RUNNER);
+    const net = new PxeNetwork({ prefix: NS_PREFIX, tag: this.mode[0]!, taps: 1, work: this.work, ...(this.mode === 'proxy' ? { router: { packetJs: js.packet } } : {}) });
+    this.net = net;
+    await net.start();
 
     const dhcp =
       this.mode === 'full'
@@ -187,18 +104,13 @@ export class Lab {
         : { interfaceIp: IP, mode: 'proxy' };
     // chainloadIpxeRoms: QEMU's ROM already is iPXE; this forces the TFTP leg a BIOS PXE ROM would take.
     const config = { serverIp: IP, httpUrl: `http://${IP}:${HTTP_PORT}`, bootfiles: { bios: 'undionly.kpxe', efi64: 'ipxe.efi' }, chainloadIpxeRoms: true };
-    this.spawn(this.ns, 'runner', process.execPath, [path.join(this.work, 'runner.mjs'), js.server, JSON.stringify({ ip: IP, httpPort: HTTP_PORT, ipxeDir: IPXE_DIR, dhcp: { ...dhcp, config } })], onLine);
+    net.spawn('runner', process.execPath, [path.join(this.work, 'runner.mjs'), js.server, JSON.stringify({ ip: IP, httpPort: HTTP_PORT, ipxeDir: IPXE_DIR, dhcp: { ...dhcp, config } })], { json: true });
     // Our own TFTP server (boot/tftp, compiled into dist/ by the test's global setup), bound to IP:69.
     fs.writeFileSync(path.join(this.work, 'tftp.mjs'), TFTP_RUNNER);
-    this.spawn(this.ns, 'tftpd', process.execPath, [path.join(this.work, 'tftp.mjs'), DIST_TFTP, IP, tftpRoot]);
-    // Without python3 the chain still runs, ~15 s slower per DHCP round.
-    if (spawnSync('sh', ['-c', 'command -v python3']).status === 0) this.spawn(this.ns, 'ra', 'python3', [path.join(this.work, 'ra.py'), 'br0', 'fd00:77::']);
+    net.spawn('tftpd', process.execPath, [path.join(this.work, 'tftp.mjs'), DIST_TFTP, IP, tftpRoot]);
 
-    const ready = (src: string) => this.events.some((e) => e.src === src && e.ready);
-    await until(() => ready('runner') && (this.mode === 'full' || ready('router')), 30_000, 'the DHCP and HTTP servers to be ready', 50).catch((e: Error) => {
-      throw new Error(`${e.message}; stderr: ${this.read('runner.stderr')}${this.read('router.stderr')}`);
-    });
-    await until(() => /:69\b/.test(run('ip', ['netns', 'exec', this.ns, 'ss', '-uln'])), 15_000, 'the TFTP server to listen on :69', 50);
+    await net.until(() => this.events.some((e) => e.src === 'runner' && e.ready), 30_000, 'the DHCP and HTTP servers to be ready', 'runner');
+    await net.udpListening(69);
   }
 
   /** Boot a VM and wait until it fetched the marker URL and its console says it ran the marker script. */
@@ -216,7 +128,7 @@ export class Lab {
       const httpOnly = firmware === 'ovmf-http' ? ['-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=no', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=no'] : [];
       args = ['-machine', 'q35,accel=tcg', '-m', '512', ...common, '-drive', `if=pflash,format=raw,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,file=${vars}`, ...httpOnly, '-device', `virtio-net-pci,netdev=n0,mac=${mac},romfile=`];
     }
-    const qemu = this.spawn(this.ns, 'qemu', 'qemu-system-x86_64', [...args, '-boot', 'n']);
+    const qemu = this.net!.spawn('qemu', 'qemu-system-x86_64', [...args, '-boot', 'n']);
     qemu.once('exit', (code, signal) => (this.qemuExit = `qemu exited (${code ?? signal})`));
     // The marker request, and the VM's own word that it ran the marker script (the serial file lags the HTTP log).
     const done = () => this.marker() !== undefined && this.serial().includes('dragonfly-netns: marker reached');
@@ -256,75 +168,20 @@ export class Lab {
   }
 
   async stop(): Promise<void> {
-    this.killAll();
-    await Promise.all(this.children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+    await this.net?.stop();
     if (this.work && !process.env.DRAGONFLY_KEEP_NETNS_LOGS) fs.rmSync(this.work, { recursive: true, force: true });
   }
 
-  /** Synchronous, so that it also runs from a process 'exit' handler: every process in our namespaces, then the namespaces. */
-  killAll(): void {
-    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    for (const ns of this.namespaces.splice(0)) {
-      const pids = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout ?? '';
-      for (const pid of pids.split(/\s+/).filter(Boolean)) spawnSync('kill', ['-9', pid]);
-      spawnSync('ip', ['netns', 'del', ns]);
-    }
-  }
-
-  private addNamespace(name: string): void {
-    run('ip', ['netns', 'add', name]);
-    if (this.namespaces.length === 0) process.once('exit', () => this.killAll()); // the worker may end before afterAll
-    this.namespaces.push(name);
-  }
-
-  private spawn(ns: string, name: string, cmd: string, args: string[], onLine?: (line: string) => void): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.children.push(child);
-    child.stderr!.pipe(fs.createWriteStream(path.join(this.work, `${name}.stderr`)));
-    let buf = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buf += chunk.toString();
-      for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
-        onLine?.(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-    });
-    return child;
-  }
-
   private read(name: string): string {
-    try {
-      return fs.readFileSync(path.join(this.work, name), 'utf8');
-    } catch {
-      return '';
-    }
+    return this.net?.read(name) ?? '';
   }
-}
-
-function run(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr || r.error?.message}`);
-  return r.stdout;
 }
 
 function requireTools(firmware: readonly Firmware[]): void {
   const missing: string[] = [];
   if (firmware.some((f) => f !== 'ipxe-rom') && !fs.existsSync(OVMF_CODE)) missing.push(`${OVMF_CODE} (Debian package ovmf: it belongs in scripts/install-deps.sh)`);
-  if (process.getuid?.() !== 0) missing.push('root (network namespaces, tap devices, port 67)');
-  for (const bin of ['ip', 'ss', 'qemu-system-x86_64']) if (spawnSync('sh', ['-c', `command -v ${bin}`]).status !== 0) missing.push(bin);
   for (const f of ['undionly.kpxe', 'ipxe.efi']) if (!fs.existsSync(path.join(IPXE_DIR, f))) missing.push(path.join(IPXE_DIR, f));
-  if (!fs.existsSync('/dev/net/tun')) missing.push('/dev/net/tun');
-  if (missing.length) throw new Error(`netns PXE test needs: ${missing.join(', ')} (run scripts/install-deps.sh as root)`);
-}
-
-/** Namespaces left by a run killed before its afterAll: ours by prefix, their owner pid gone. */
-function removeStaleNamespaces(): void {
-  for (const line of run('ip', ['netns', 'list']).split('\n')) {
-    const m = new RegExp(`^(${NS_PREFIX}(\\d+)[a-z])\\b`).exec(line);
-    if (!m || fs.existsSync(`/proc/${m[2]}`)) continue;
-    for (const pid of run('ip', ['netns', 'pids', m[1]!]).split(/\s+/).filter(Boolean)) spawnSync('kill', ['-9', pid]);
-    spawnSync('ip', ['netns', 'del', m[1]!]);
-  }
+  requireNetnsTools(['ip', 'ss', 'qemu-system-x86_64'], missing);
 }
 
 /** Node cannot run our .ts inside a namespace: compile the DHCP server (and what it imports) to plain JS. */

@@ -1,0 +1,153 @@
+// bench/lifecycle: the machine lifecycle of test/lifecycle.test.ts, timed, in the same lab (test/lifecycle-lab.ts:
+// a network namespace with a plain DHCP server, `dragonfly serve` with proxyDHCP + TFTP + HTTP following a fleet
+// repo over smart HTTP, QEMU TCG VMs with the iPXE ROM and blank disks). Each VM runs on its own: power on →
+// the PXE chain → Mage discovery → (its Machine is pushed to git as soon as it registered) → Mage reboots →
+// PXE → imaging → Mage reboots → PXE → local boot → the marker OS on its disk powers it off. QEMU reboots in
+// place; nothing waits for the test's hand. Phases per VM:
+//   PXE → registered         QEMU start → the server has its hardware report
+//   registered → started     → push, apply, Mage told to reboot, PXE again, imaging Mage boots, workflow starts
+//   image written            workflow started → finished (image2disk + writefile, Ready)
+//   reboot → disk boot       workflow finished → the disk's marker ran and powered the VM off
+// Runs: one VM alone, then four at once (medians over the four). Baseline measured in the same run: Mage booted
+// directly with -kernel/-initrd (no firmware, no PXE) until registered, so "PXE → registered" reads as a ratio
+// too. Needs root and scripts/install-deps.sh's packages, like the test. Last line: JSON.
+import { fileURLToPath } from 'node:url';
+import { LifecycleLab, fleetFiles, mageImage, MARKER, type Boot, type Vm } from '../test/lifecycle-lab.js';
+import { median, round } from './measure.js';
+
+const PHASES = ['pxeToRegistered', 'registeredToStarted', 'imageWritten', 'rebootToDiskBoot'] as const;
+type Phase = (typeof PHASES)[number];
+const LABELS: Record<Phase, string> = {
+  pxeToRegistered: 'PXE → registered',
+  registeredToStarted: 'registered → workflow started',
+  imageWritten: 'image written',
+  rebootToDiskBoot: 'reboot → disk boot',
+};
+
+interface Timeline {
+  poweredOn: number;
+  registered?: number;
+  started?: number;
+  finished?: number;
+  diskBooted?: number;
+}
+
+export async function benchLifecycle(): Promise<void> {
+  const lab = new LifecycleLab(6);
+  const [direct, single, ...four] = lab.vms as [Vm, Vm, ...Vm[]];
+  try {
+    const mageDir = await mageImage(lab.work);
+    await lab.start();
+    await lab.startServe(mageDir);
+
+    // Baseline: Mage without PXE, the same kernel and initrd on QEMU's command line.
+    const baseline = lab.powerOn(direct, { reboot: 'in-place', kernel: mageDir });
+    const directMs = (await registered(lab, direct, baseline)) - baseline.startedAt;
+    baseline.child.kill('SIGKILL');
+    await baseline.exit;
+    console.log(`lifecycle: baseline, Mage booted directly (-kernel/-initrd) → registered: ${round(directMs / 1000)} s`);
+
+    const inGit: Vm[] = [];
+    let pushes = Promise.resolve();
+    const addToGit = (vm: Vm) => {
+      pushes = pushes.then(async () => {
+        inGit.push(vm);
+        lab.repo.writeAll(fleetFiles(inGit, 1));
+        await lab.repo.commitAndPush(`add ${vm.name}`, { name: 'Bench', email: 'bench@example.com' });
+      });
+      return pushes;
+    };
+
+    const one = await runAll(lab, [single], addToGit);
+    report('1 VM', one);
+    const many = await runAll(lab, four, addToGit);
+    report('4 VMs at once', many);
+
+    const phases = (runs: Timeline[]) => Object.fromEntries(PHASES.map((p) => [p, round(median(runs.map((t) => durations(t)[p])) / 1000)])) as Record<Phase, number>;
+    const totals = (runs: Timeline[]) => runs.map((t) => t.diskBooted! - t.poweredOn);
+    const figures = {
+      bench: 'lifecycle',
+      baselineDirectBootToRegisteredS: round(directMs / 1000),
+      pxeToRegisteredVsDirect: round(durations(one[0]!).pxeToRegistered / directMs, 2),
+      oneVm: { phasesS: phases(one), totalS: round(totals(one)[0]! / 1000) },
+      fourVms: {
+        phasesMedianS: phases(many),
+        totalMedianS: round(median(totals(many)) / 1000),
+        wallS: round((Math.max(...many.map((t) => t.diskBooted!)) - Math.min(...many.map((t) => t.poweredOn))) / 1000),
+        slowdownVsOne: round(median(totals(many)) / totals(one)[0]!, 2),
+      },
+    };
+    console.log(`lifecycle: PXE → registered is ${figures.pxeToRegisteredVsDirect}× the direct boot; 4 VMs at once take ${figures.fourVms.slowdownVsOne}× one VM each (2 cores, TCG)`);
+    console.log(JSON.stringify(figures));
+  } catch (e) {
+    console.error(`lifecycle bench failed: ${(e as Error).message}\n--- serial:\n${lab.serials().slice(-4000)}\n--- serve:\n${lab.serveLog(3000)}`);
+    throw e;
+  } finally {
+    await lab.stop();
+  }
+}
+
+/** Power every VM on at once and follow each to its disk's marker; returns their timelines in order. */
+async function runAll(lab: LifecycleLab, vms: Vm[], addToGit: (vm: Vm) => Promise<void>): Promise<Timeline[]> {
+  return Promise.all(
+    vms.map(async (vm) => {
+      const boot = lab.powerOn(vm, { reboot: 'in-place' });
+      const t: Timeline = { poweredOn: boot.startedAt };
+      t.registered = await registered(lab, vm, boot);
+      await addToGit(vm);
+      const wf = async (done: boolean) => {
+        for (;;) {
+          const w = (await lab.workflows()).find((x) => x.mac === vm.mac);
+          if (w && (done ? w.finishedAt : w.startedAt)) {
+            if (done && w.state !== 'succeeded') throw new Error(`${vm.name}: workflow ${w.id} ${w.state}`);
+            return Date.parse(done ? w.finishedAt! : w.startedAt!);
+          }
+          await alive(boot, 'its workflow');
+        }
+      };
+      t.started = await wf(false);
+      t.finished = await wf(true);
+      const code = await boot.exit;
+      if (code !== 0 || !lab.serial(boot.n).includes(MARKER)) throw new Error(`${vm.name}: QEMU exited ${code} without the disk's marker`);
+      t.diskBooted = boot.exitedAt!;
+      return t;
+    }),
+  );
+}
+
+/** When the server first had this VM's hardware report (polled every 250 ms). */
+async function registered(lab: LifecycleLab, vm: Vm, boot: Boot): Promise<number> {
+  for (;;) {
+    if ((await lab.machines()).some((m) => m.mac === vm.mac && m.hardware)) return Date.now();
+    await alive(boot, 'Mage to register');
+  }
+}
+
+/** A 250 ms pause that fails when the VM's QEMU is gone or the run takes more than 10 minutes. */
+async function alive(boot: Boot, what: string): Promise<void> {
+  if (boot.exitedAt !== undefined) throw new Error(`${boot.vm.name}: QEMU exited while waiting for ${what}`);
+  if (Date.now() - boot.startedAt > 600_000) throw new Error(`${boot.vm.name}: no ${what} after 10 minutes`);
+  await new Promise((r) => setTimeout(r, 250));
+}
+
+function durations(t: Timeline): Record<Phase, number> {
+  return {
+    pxeToRegistered: t.registered! - t.poweredOn,
+    registeredToStarted: t.started! - t.registered!,
+    imageWritten: t.finished! - t.started!,
+    rebootToDiskBoot: t.diskBooted! - t.finished!,
+  };
+}
+
+function report(what: string, runs: Timeline[]): void {
+  const rows = runs.map(durations);
+  const med = Object.fromEntries(PHASES.map((p) => [p, median(rows.map((r) => r[p]))])) as Record<Phase, number>;
+  const total = PHASES.reduce((s, p) => s + med[p], 0);
+  console.log(`lifecycle, ${what}${runs.length > 1 ? ' (medians)' : ''}: total ${round(total / 1000)} s`);
+  for (const p of PHASES) console.log(`  ${LABELS[p].padEnd(30)} ${String(round(med[p] / 1000)).padStart(6)} s  ${String(Math.round((100 * med[p]) / total)).padStart(3)}%`);
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  await benchLifecycle();
+  process.exit(0);
+}
