@@ -18,13 +18,19 @@ export interface AgentOptions {
   log?: (line: string) => void;
   /** Give up after this many consecutive failed attempts at one call (default: never). */
   maxAttempts?: number;
-  /** Poll interval while waiting, instead of the server's pollSeconds (tests, impatient operators). */
+  /** Poll interval while waiting, instead of the server's pollSeconds and its long poll (tests, impatient operators). */
   pollMs?: number;
-  /** Stop waiting: the agent returns 'stopped' at its next poll. */
+  /** How long the server may hold a registration that would answer wait (default 25 s: under common proxy idle timeouts). */
+  waitSeconds?: number;
+  /** Stop waiting: the agent returns 'stopped' at once, even from a held registration. */
   signal?: AbortSignal;
 }
 
 export class AgentError extends Error {}
+class Stopped extends Error {}
+
+/** Every call gives up after this long (then retries): a server that vanished without a FIN must not hang Mage. */
+const CALL_TIMEOUT_MS = 60_000;
 
 /** dragonfly.url / .mac / .workflow / .token from a kernel command line. */
 export function parseCmdline(cmdline: string): Partial<Record<'url' | 'mac' | 'workflow' | 'token', string>> {
@@ -47,11 +53,16 @@ export function readCmdline(file = '/proc/cmdline'): ReturnType<typeof parseCmdl
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One HTTP call, retried with exponential backoff (capped at 30 s) while the server is unreachable or failing. */
-async function call<T>(opts: AgentOptions, method: 'GET' | 'POST', path: string, body?: unknown, token?: string): Promise<T> {
+async function call<T>(opts: AgentOptions, method: 'GET' | 'POST', path: string, body?: unknown, token?: string, wait?: { timeoutMs: number; stoppable: true }): Promise<T> {
+  const timeoutMs = wait?.timeoutMs ?? CALL_TIMEOUT_MS;
+  // Only a registration may be cut short by opts.signal: a workflow's reports always go out.
+  const stop = wait?.stoppable ? opts.signal : undefined;
   for (let attempt = 0; ; attempt++) {
     try {
+      const timeout = AbortSignal.timeout(timeoutMs);
       const res = await fetch(opts.server.replace(/\/+$/, '') + path, {
         method,
+        signal: stop ? AbortSignal.any([timeout, stop]) : timeout,
         headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       });
@@ -61,6 +72,7 @@ async function call<T>(opts: AgentOptions, method: 'GET' | 'POST', path: string,
       return JSON.parse(text) as T;
     } catch (e) {
       if (e instanceof AgentError) throw e;
+      if (stop?.aborted) throw new Stopped();
       if (opts.maxAttempts !== undefined && attempt + 1 >= opts.maxAttempts) throw new AgentError(`${method} ${path}: ${(e as Error).message}`);
       const wait = Math.min(1000 * 2 ** attempt, 30_000);
       opts.log?.(`${opts.server} unreachable (${(e as Error).message}); retrying in ${wait / 1000} s`);
@@ -73,14 +85,24 @@ async function call<T>(opts: AgentOptions, method: 'GET' | 'POST', path: string,
 export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'reboot' | 'localboot' | 'stopped'; outcome?: RunOutcome }> {
   let outcome: RunOutcome | undefined;
   let ran = false;
+  // Long poll unless the caller polls at its own pace: the server answers a waiting machine as soon as git decides its fate.
+  const waitSeconds = opts.pollMs === undefined ? (opts.waitSeconds ?? 25) : 0;
   for (;;) {
     const hardware = await opts.inventory();
-    const reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', { mac: opts.mac, hardware, ...(opts.workflow && !ran ? { workflow: opts.workflow } : {}) }, ran ? undefined : opts.token);
+    const request = { mac: opts.mac, hardware, ...(opts.workflow && !ran ? { workflow: opts.workflow } : {}), ...(waitSeconds ? { waitSeconds } : {}) };
+    let reg: RegisterResponse;
+    try {
+      reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', request, ran ? undefined : opts.token, { timeoutMs: waitSeconds * 1000 + CALL_TIMEOUT_MS, stoppable: true });
+    } catch (e) {
+      if (e instanceof Stopped) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
+      throw e;
+    }
     opts.log?.(`registered as ${reg.name} (${reg.memorableName}): ${reg.instruction}${reg.workflow ? ` ${reg.workflow}` : ''}`);
     if (reg.instruction === 'reboot' || reg.instruction === 'localboot') return { instruction: reg.instruction, ...(outcome ? { outcome } : {}) };
     if (reg.instruction === 'wait') {
       if (opts.signal?.aborted) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
-      await sleep(opts.pollMs ?? reg.pollSeconds * 1000);
+      // A held answer comes with pollSeconds 0; a server without long polls (or a short poll) with its interval.
+      await sleep(opts.pollMs ?? Math.max(reg.pollSeconds, waitSeconds ? 1 : 0) * 1000);
       continue;
     }
     // run: the workflow this Mage was booted for.

@@ -581,6 +581,10 @@ export interface RegisterRequest {
    */
   workflow?: string;
   agentVersion?: string;
+  /**
+   * Long poll: when the answer is wait, hold it up to this long until the machine's record changes.
+   */
+  waitSeconds?: number;
 }
 export interface RegisterResponse {
   mac: string;
@@ -592,6 +596,9 @@ export interface RegisterResponse {
    * false until the MAC matches a Machine in git.
    */
   trusted: boolean;
+  /**
+   * How long to sleep before asking again after a wait (0 after a held long poll).
+   */
   pollSeconds: number;
 }
 export interface ActionReport {

@@ -155,6 +155,38 @@ describe('boot scripts', () => {
   });
 });
 
+describe('long-polled registration', () => {
+  const register = (waitSeconds: number) => app.inject({ method: 'POST', url: '/api/v1/agent/register', payload: { mac: MAC, hardware: HARDWARE, waitSeconds } });
+
+  it('holds a waiting machine\'s answer until an apply decides its fate, then answers at once', async () => {
+    expect((await register(0)).json()).toMatchObject({ instruction: 'wait', pollSeconds: 10 });
+    // 60 s allowed, far beyond this test's own timeout: the answer can only come from the apply's wake-up.
+    const held = register(60);
+    let answered = false;
+    void held.then(() => (answered = true));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(answered).toBe(false);
+    await applyFleet();
+    const r = await held;
+    expect(r.json()).toMatchObject({ name: 'web-01', instruction: 'reboot', trusted: true, pollSeconds: 0 });
+  }, 20_000);
+
+  it('answers wait when the time runs out with nothing decided; rejects waits over 60 s', async () => {
+    expect((await register(1)).json()).toMatchObject({ instruction: 'wait', pollSeconds: 0 });
+    const tooLong = await register(61);
+    expect(tooLong.statusCode).toBe(400);
+    expect(tooLong.json().error.message).toContain('/waitSeconds');
+  });
+
+  it('releases held registrations when the server closes', async () => {
+    await register(0);
+    const held = register(60);
+    await new Promise((r) => setTimeout(r, 300));
+    await app.close();
+    expect((await held).json()).toMatchObject({ instruction: 'wait' });
+  }, 20_000);
+});
+
 describe('workflow timeouts', () => {
   it('a running workflow past its timeout is timed out, the machine goes to Error, and a late report is refused', async () => {
     await app.inject({ method: 'POST', url: '/api/v1/agent/register', payload: { mac: MAC, hardware: HARDWARE } });

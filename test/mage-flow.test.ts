@@ -74,7 +74,8 @@ describe('Mage against the boot server', () => {
     execFileSync('truncate', ['-s', '2G', disk]);
     const log: string[] = [];
     const agent = (extra: { workflow?: string; token?: string } = {}) =>
-      runAgent({ server, mac: MAC, inventory: () => collectInventory(FIXTURE), disk, dryRunKexec: true, pollMs: 100, maxAttempts: 3, log: (l) => log.push(l), ...extra });
+      // No pollMs: the waiting discovery Mage long-polls, as the boot image's does; the apply wakes it.
+      runAgent({ server, mac: MAC, inventory: () => collectInventory(FIXTURE), disk, dryRunKexec: true, maxAttempts: 3, log: (l) => log.push(l), ...extra });
 
     // 1. Discovery: Mage reports and waits; meanwhile the machine is declared in git and applied.
     const discovery = agent();
