@@ -87,12 +87,16 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
   let ran = false;
   // Long poll unless the caller polls at its own pace: the server answers a waiting machine as soon as git decides its fate.
   const waitSeconds = opts.pollMs === undefined ? (opts.waitSeconds ?? 25) : 0;
+  // The first registration of a boot is answered at once, so the console shows the name and instruction
+  // right away; the ones after a wait are held.
+  let waited = false;
   for (;;) {
     const hardware = await opts.inventory();
-    const request = { mac: opts.mac, hardware, ...(opts.workflow && !ran ? { workflow: opts.workflow } : {}), ...(waitSeconds ? { waitSeconds } : {}) };
+    const hold = waited && waitSeconds > 0;
+    const request = { mac: opts.mac, hardware, ...(opts.workflow && !ran ? { workflow: opts.workflow } : {}), ...(hold ? { waitSeconds } : {}) };
     let reg: RegisterResponse;
     try {
-      reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', request, ran ? undefined : opts.token, { timeoutMs: waitSeconds * 1000 + CALL_TIMEOUT_MS, stoppable: true });
+      reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', request, ran ? undefined : opts.token, { timeoutMs: (hold ? waitSeconds * 1000 : 0) + CALL_TIMEOUT_MS, stoppable: true });
     } catch (e) {
       if (e instanceof Stopped) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
       throw e;
@@ -101,8 +105,10 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
     if (reg.instruction === 'reboot' || reg.instruction === 'localboot') return { instruction: reg.instruction, ...(outcome ? { outcome } : {}) };
     if (reg.instruction === 'wait') {
       if (opts.signal?.aborted) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
-      // A held answer comes with pollSeconds 0; a server without long polls (or a short poll) with its interval.
-      await sleep(opts.pollMs ?? Math.max(reg.pollSeconds, waitSeconds ? 1 : 0) * 1000);
+      // With long polls the next registration is held, so no sleep beyond a 1 s guard against a server that
+      // answers at once; without them, the caller's interval or the server's.
+      waited = true;
+      await sleep(opts.pollMs ?? (waitSeconds ? 1 : reg.pollSeconds) * 1000);
       continue;
     }
     // run: the workflow this Mage was booted for.

@@ -17,6 +17,8 @@ import { BIN, ROOT, tempDir } from './cli-helpers.js';
 
 const MACHINE_COUNT = 300;
 const RUNS = 40;
+/** Every this many runs, one is not killed and measures how long a run takes now. */
+const RECALIBRATE = 8;
 
 type Variant = 'a' | 'b';
 
@@ -202,8 +204,10 @@ describe('kill -9 during apply', () => {
       s = await inspect(state);
       expect(check(s, 'after the second run')).toBe('b');
       expect(s.revision).toBe(2);
-      const runMs = Math.max(first.ms, second.ms);
-      const maxDelay = runMs * 1.2;
+      // Kill delays spread over a whole run. The machine is shared: a run can take twice as long a minute
+      // later, so every RECALIBRATE-th run goes uninterrupted and sets the spread from its own duration.
+      let maxDelay = Math.max(first.ms, second.ms) * 1.2;
+      const spreads = [maxDelay];
 
       let applies = 2; // commits that landed, as seen from outside
       let current: Variant = 'b';
@@ -215,10 +219,12 @@ describe('kill -9 during apply', () => {
       for (let i = 0; i < RUNS; i++) {
         // Alternate: always ask for the variant the store does not hold, so every run changes every machine.
         const target: Variant = current === 'a' ? 'b' : 'a';
-        const delay = Math.random() * maxDelay;
+        const calibrate = (i + 1) % RECALIBRATE === 0;
+        const delay = calibrate ? undefined : Math.random() * maxDelay;
         const r = await apply(fleets[target], state, delay);
         durations.push(r.ms);
-        const label = `run ${i + 1} (${current} → ${target}, kill after ${delay.toFixed(0)} ms, ${r.signal ? `killed by ${r.signal}` : `exit ${r.code}`})`;
+        if (calibrate && r.code === 0) spreads.push((maxDelay = r.ms * 1.2));
+        const label = `run ${i + 1} (${current} → ${target}, ${delay === undefined ? 'not killed' : `kill after ${delay.toFixed(0)} ms`}, ${r.signal ? `killed by ${r.signal}` : `exit ${r.code}`})`;
         const killed = r.signal === 'SIGKILL';
         if (!killed) {
           expect(r.signal, label).toBeNull();
@@ -244,13 +250,13 @@ describe('kill -9 during apply', () => {
         expect(s.events, `${label}: one event per machine per apply that landed`).toBe(applies * MACHINE_COUNT);
         current = now!;
         revision = s.revision;
-        if (killed) delays.push(delay);
+        if (killed) delays.push(delay!);
       }
 
       const avg = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
       console.log(
         `crash test: one uninterrupted run ${first.ms.toFixed(0)} ms (register ${MACHINE_COUNT}) / ${second.ms.toFixed(0)} ms (update ${MACHINE_COUNT}); ` +
-          `kill delay uniform in 0..${maxDelay.toFixed(0)} ms; ${RUNS} runs: ${tally.killedBeforeCommit} killed before commit, ` +
+          `kill delay uniform in 0..${spreads.map((d) => d.toFixed(0)).join('/')} ms (recalibrated); ${RUNS} runs: ${tally.killedBeforeCommit} killed before commit, ` +
           `${tally.killedAfterCommit} killed after commit, ${tally.completed} completed; ` +
           `${applies} applies landed in all; mean run ${avg(durations).toFixed(0)} ms; total ${((Date.now() - testStarted) / 1000).toFixed(1)} s`,
       );

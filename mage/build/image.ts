@@ -32,6 +32,9 @@ export const MAGE_MODULES = [
   'virtio_pci', 'virtio_net', 'virtio_blk', 'virtio_scsi',
   // NICs
   'e1000', 'e1000e', 'igb', 'igc', 'ixgbe', 'i40e', 'bnxt_en', 'tg3', 'r8169',
+  // Mellanox ConnectX-3 and ConnectX-4+ (firmware on the card); Intel E800 (without its DDP file it runs in
+  // safe mode: plain networking, which is all PXE and Mage need)
+  'mlx4_en', 'mlx5_core', 'ice',
   // disks
   'ahci', 'nvme', 'sd_mod', 'megaraid_sas', 'mpt3sas', 'usb-storage', 'xhci_pci', 'ehci_pci',
   // writefile mounts filesystems other than ext4/vfat through a loop device (for partitions in images)
