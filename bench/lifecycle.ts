@@ -143,7 +143,7 @@ function report(what: string, runs: Timeline[]): void {
   const rows = runs.map(durations);
   const med = Object.fromEntries(PHASES.map((p) => [p, median(rows.map((r) => r[p]))])) as Record<Phase, number>;
   const total = PHASES.reduce((s, p) => s + med[p], 0);
-  console.log(`lifecycle, ${what}${runs.length > 1 ? ' (medians)' : ''}: total ${round(total / 1000)} s`);
+  console.log(`lifecycle, ${what}${runs.length > 1 ? ' (medians per phase; their sum)' : ''}: total ${round(total / 1000)} s`);
   for (const p of PHASES) console.log(`  ${LABELS[p].padEnd(30)} ${String(round(med[p] / 1000)).padStart(6)} s  ${String(Math.round((100 * med[p]) / total)).padStart(3)}%`);
 }
 
