@@ -2,6 +2,7 @@
 // booted for, report progress, and keep going through network failures and server restarts.
 import fs from 'node:fs';
 import type { ActionReport, HardwareReport, RegisterResponse, Workflow } from '../schemas/types.js';
+import type { FastTrack } from './fast-track.js';
 import { runWorkflow, type RunOutcome } from './workflow-runner.js';
 
 export interface AgentOptions {
@@ -22,6 +23,11 @@ export interface AgentOptions {
   pollMs?: number;
   /** How long the server may hold a registration that would answer wait (default 25 s: under common proxy idle timeouts). */
   waitSeconds?: number;
+  /**
+   * A discovery Mage told to reboot asks this first (mage/fast-track.ts): a workflow and token to go on with
+   * in this boot, or why not (then it reboots). At most once per boot.
+   */
+  fastTrack?: () => Promise<FastTrack>;
   /** Stop waiting: the agent returns 'stopped' at once, even from a held registration. */
   signal?: AbortSignal;
 }
@@ -85,6 +91,10 @@ async function call<T>(opts: AgentOptions, method: 'GET' | 'POST', path: string,
 export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'reboot' | 'localboot' | 'stopped'; outcome?: RunOutcome }> {
   let outcome: RunOutcome | undefined;
   let ran = false;
+  // The workflow this boot is for: from the kernel command line, or taken over by the fast track.
+  let workflow = opts.workflow;
+  let token = opts.token;
+  let fastTracked = false;
   // Long poll unless the caller polls at its own pace: the server answers a waiting machine as soon as git decides its fate.
   const waitSeconds = opts.pollMs === undefined ? (opts.waitSeconds ?? 25) : 0;
   // The first registration of a boot is answered at once, so the console shows the name and instruction
@@ -93,15 +103,27 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
   for (;;) {
     const hardware = await opts.inventory();
     const hold = waited && waitSeconds > 0;
-    const request = { mac: opts.mac, hardware, ...(opts.workflow && !ran ? { workflow: opts.workflow } : {}), ...(hold ? { waitSeconds } : {}) };
+    const request = { mac: opts.mac, hardware, ...(workflow && !ran ? { workflow } : {}), ...(hold ? { waitSeconds } : {}) };
     let reg: RegisterResponse;
     try {
-      reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', request, ran ? undefined : opts.token, { timeoutMs: (hold ? waitSeconds * 1000 : 0) + CALL_TIMEOUT_MS, stoppable: true });
+      reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', request, ran ? undefined : token, { timeoutMs: (hold ? waitSeconds * 1000 : 0) + CALL_TIMEOUT_MS, stoppable: true });
     } catch (e) {
       if (e instanceof Stopped) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
       throw e;
     }
     opts.log?.(`registered as ${reg.name} (${reg.memorableName}): ${reg.instruction}${reg.workflow ? ` ${reg.workflow}` : ''}`);
+    if (reg.instruction === 'reboot' && opts.fastTrack && !workflow && !fastTracked) {
+      fastTracked = true;
+      const next = await opts.fastTrack().catch((e: Error) => ({ reason: e.message }));
+      if ('workflow' in next) {
+        opts.log?.(`fast track: ${next.workflow} in this boot, no reboot (the imaging script boots this very Mage)`);
+        workflow = next.workflow;
+        token = next.token;
+        waited = false;
+        continue;
+      }
+      opts.log?.(`no fast track (${next.reason}): rebooting`);
+    }
     if (reg.instruction === 'reboot' || reg.instruction === 'localboot') return { instruction: reg.instruction, ...(outcome ? { outcome } : {}) };
     if (reg.instruction === 'wait') {
       if (opts.signal?.aborted) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
@@ -113,7 +135,6 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
     }
     // run: the workflow this Mage was booted for.
     const id = reg.workflow!;
-    const token = opts.token!;
     const wf = await call<Workflow>(opts, 'GET', `/api/v1/agent/workflows/${id}`, undefined, token);
     outcome = await runWorkflow(wf, {
       disk: opts.disk ?? wf.disk ?? '',

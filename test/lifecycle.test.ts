@@ -9,14 +9,16 @@
 // ROM's DHCP → TFTP undionly.kpxe from serve → undionly's DHCP → HTTP script. Later boots come within the
 // proxy's 2-minute chain window, so the ROM's iPXE gets the script directly.
 //   1. unknown MAC → discovery: Mage boots and reports; the machine is Discovered with its memorable name;
-//   2. a commit adds the Machine and an Assignment; the controller applies it; the waiting Mage is told to
-//      reboot;
-//   3. the VM PXE boots again → imaging: Mage writes the image and /etc/hostname, the machine is Ready, and
+//   2. a commit adds the Machine and an Assignment; the controller applies it; the waiting Mage, long-polling,
+//      is told to reboot at once;
+//   3. imaging: Mage asks for the imaging script itself, sees it boots this very Mage, and runs the workflow
+//      in the discovery boot (fast track): it writes the image and /etc/hostname, the machine is Ready, and
 //      Mage reboots;
 //   4. the VM PXE boots again → local boot: iPXE exits, SeaBIOS boots the disk (-boot order=nc), the marker
 //      MBR prints on COM1 and powers off;
 //   5. the CLI shows Ready with template@generation and the apply with its commit author; then a generation
-//      bump reimages the VM (3–4 again).
+//      bump reimages the VM: powered on, iPXE gets the imaging script with the workflow token, Mage images;
+//      then 4 again.
 // The Mage image is built into the work dir (~15 s with zstd -3), or taken from DRAGONFLY_LIFECYCLE_MAGE_DIR.
 // Needs root (namespaces, taps, port 67) and scripts/install-deps.sh's packages.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -81,18 +83,12 @@ describe('the machine lifecycle in QEMU: discovery → git → imaging → local
       expectPxeChain(boot, { tftp: true });
       phase('1 discovery: power on → Discovered with hardware');
 
-      // 2. The machine goes into git; the controller applies it; the waiting Mage is told to reboot.
-      lab.repo.writeAll(fleetFiles(lab.vms, 1));
-      const second = await lab.repo.commitAndPush(`add ${vm.name}`, GRACE);
-      await until('the commit applied', async () => (await lab.status())?.applied?.revision === second, 30_000, 250);
-      expect((await lab.status())!.applied!.author).toBe(`${GRACE.name} <${GRACE.email}>`);
-      await lab.ended(boot, 'the discovery Mage to reboot', 40_000);
-      expect(lab.serial(boot.n)).toMatch(/registered as lab-01 \(\S+\): reboot/);
-      phase('2 git: push → applied → Mage reboots');
-
-      // 3. Imaging: iPXE gets the imaging script, Mage runs the workflow, reports success and reboots.
-      const imaged = async (generation: number) => {
-        const scripts = await lab.metric('dragonfly_boot_scripts_total{fate="imaging"}');
+      // 2–3. Imaging. `imaged(generation, fastTrack)`: with fastTrack the running discovery Mage is told to reboot,
+      // asks for the imaging script itself (the same GET /boot/:mac its iPXE would make), sees that it boots this
+      // very Mage and runs the workflow in this boot (mage/fast-track.ts); without, the test powers the VM on and
+      // iPXE gets the imaging script. Either way Mage writes the image and /etc/hostname, reports success and
+      // reboots (which ends QEMU).
+      const imaged = async (generation: number, scripts: number, fastTrack: boolean) => {
         // Progress on the way: the workflow's image2disk action as the server has it, sampled while Mage runs
         // (watch prints action state changes; the percentages in between live in the workflow record).
         const midway: string[] = [];
@@ -108,7 +104,7 @@ describe('the machine lifecycle in QEMU: discovery → git → imaging → local
             await new Promise((r) => setTimeout(r, 150));
           }
         })();
-        boot = lab.powerOn(vm);
+        if (!fastTrack) boot = lab.powerOn(vm);
         try {
           await lab.ended(boot, `Mage to image the disk (generation ${generation}) and reboot`, 180_000);
         } finally {
@@ -117,11 +113,17 @@ describe('the machine lifecycle in QEMU: discovery → git → imaging → local
         }
         console.log(`lifecycle: image2disk progress seen midway (generation ${generation}): ${midway.join(', ')}`);
         expect(midway.length).toBeGreaterThan(0);
-        expectPxeChain(boot);
         const console_ = lab.serial(boot.n);
-        expect(console_).toMatch(/dragonfly\.workflow=wf-\S+ dragonfly\.token=[0-9a-f]{64}/);
+        if (fastTrack) {
+          expect(console_).toMatch(/registered as lab-01 \(\S+\): reboot/);
+          expect(console_).toMatch(/fast track: wf-\S+ in this boot, no reboot/);
+        } else {
+          expectPxeChain(boot);
+          expect(console_).toMatch(/dragonfly\.workflow=wf-\S+ dragonfly\.token=[0-9a-f]{64}/);
+        }
         expect(console_).toMatch(/: run wf-/);
         expect(console_).toMatch(/registered as lab-01 \(\S+\): localboot/);
+        // One imaging script either way: iPXE's, or the one the fast track asked for.
         expect(await lab.metric('dragonfly_boot_scripts_total{fate="imaging"}')).toBe(scripts + 1);
         const m = (await lab.machines()).find((r) => r.mac === vm.mac)!;
         expect(m).toMatchObject({ name: vm.name, phase: 'Ready' });
@@ -135,8 +137,18 @@ describe('the machine lifecycle in QEMU: discovery → git → imaging → local
         expect(head.subarray(0, 440).equals(lab.image.mbr)).toBe(true);
         expect(head.readUInt16LE(510)).toBe(0xaa55);
       };
-      await imaged(1);
-      phase('3 imaging: power on → imaging script → Mage writes image + hostname → Ready → reboot');
+
+      // 2. The machine goes into git; the controller applies it; the waiting (long-polling) Mage hears of it.
+      const imagingScripts = await lab.metric('dragonfly_boot_scripts_total{fate="imaging"}');
+      lab.repo.writeAll(fleetFiles(lab.vms, 1));
+      const second = await lab.repo.commitAndPush(`add ${vm.name}`, GRACE);
+      await until('the commit applied', async () => (await lab.status())?.applied?.revision === second, 30_000, 250);
+      expect((await lab.status())!.applied!.author).toBe(`${GRACE.name} <${GRACE.email}>`);
+      phase('2 git: push → applied');
+
+      // 3. Imaging in the discovery boot (fast track), then Mage reboots.
+      await imaged(1, imagingScripts, true);
+      phase('3 imaging: fast track in the discovery boot → Mage writes image + hostname → Ready → reboot');
 
       // 4. Local boot: iPXE exits, SeaBIOS boots the disk, the marker prints and powers off.
       const localBoot = async () => {
@@ -170,13 +182,14 @@ describe('the machine lifecycle in QEMU: discovery → git → imaging → local
       expect(lab.net.events.some((e) => e.src === 'router' && e.rx === 'REQUEST' && e.mac === vm.mac)).toBe(true);
       phase('5 CLI: machines, history, watch');
 
-      // 6. A generation bump reimages the VM: imaging again, then its disk boots again.
+      // 6. A generation bump reimages the VM: powered on, iPXE gets the imaging script; then its disk boots again.
+      const reimagingScripts = await lab.metric('dragonfly_boot_scripts_total{fate="imaging"}');
       lab.repo.writeAll(fleetFiles(lab.vms, 2));
       const third = await lab.repo.commitAndPush('reimage lab: generation 2', GRACE);
       await until('the bump applied', async () => (await lab.status())?.applied?.revision === third, 30_000, 250);
       await until('the reimage workflow', async () => (await lab.machines()).find((m) => m.mac === vm.mac)?.phase !== 'Ready', 10_000, 250);
       phase('6 git: generation bump applied');
-      await imaged(2);
+      await imaged(2, reimagingScripts, false);
       phase('6 reimaging: power on → Mage → Ready → reboot');
       await localBoot();
       phase('6 local boot after the reimage');

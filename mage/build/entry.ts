@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { DragonflyError, isDragonflyError } from '../../schemas/errors.js';
 import { normalizeMac } from '../../schemas/mac.js';
 import { readCmdline, runAgent } from '../agent.js';
+import { fastTrack, runningBoot } from '../fast-track.js';
 import { collectInventory } from '../inventory/index.js';
 
 export interface AgentMainOptions {
@@ -16,6 +17,8 @@ export interface AgentMainOptions {
   root?: string;
   disk?: string;
   noReboot?: boolean;
+  /** Told to reboot from discovery, go on in this boot when the imaging script boots this very Mage (mage/fast-track.ts). */
+  fastTrack?: boolean;
   /** Progress and retries (stderr). */
   log: (line: string) => void;
   /** The final instruction (stdout). */
@@ -35,6 +38,8 @@ export async function runMageAgent(opts: AgentMainOptions): Promise<number> {
     ...(cmd.workflow ? { workflow: cmd.workflow } : {}),
     ...(cmd.token ? { token: cmd.token } : {}),
     inventory: () => collectInventory(opts.root ?? '/'),
+    // The bundle this process runs is the file node was started with (/usr/lib/mage/mage.mjs in the image).
+    ...(opts.fastTrack ? { fastTrack: () => fastTrack(runningBoot(server, process.argv[1]!, path.join(opts.root ?? '/', 'proc/cmdline')), mac) } : {}),
     ...(opts.disk ? { disk: opts.disk } : {}),
     log: (line) => opts.log(line),
   });
@@ -43,13 +48,13 @@ export async function runMageAgent(opts: AgentMainOptions): Promise<number> {
   return result.outcome && !result.outcome.ok ? 1 : 0;
 }
 
-/** `node mage.mjs [--server URL] [--mac MAC] [--disk PATH] [--no-reboot]`, inside the initramfs. */
+/** `node mage.mjs [--server URL] [--mac MAC] [--disk PATH] [--no-reboot] [--fast-track]`, inside the initramfs. */
 export async function mageMain(argv: string[]): Promise<number> {
   const log = (line: string) => process.stderr.write(`mage: ${line}\n`);
   try {
     const { values: v } = parseArgs({
       args: argv,
-      options: { server: { type: 'string' }, mac: { type: 'string' }, root: { type: 'string' }, disk: { type: 'string' }, 'no-reboot': { type: 'boolean' } },
+      options: { server: { type: 'string' }, mac: { type: 'string' }, root: { type: 'string' }, disk: { type: 'string' }, 'no-reboot': { type: 'boolean' }, 'fast-track': { type: 'boolean' } },
       strict: true,
     });
     return await runMageAgent({
@@ -58,6 +63,7 @@ export async function mageMain(argv: string[]): Promise<number> {
       ...(v.root ? { root: v.root } : {}),
       ...(v.disk ? { disk: v.disk } : {}),
       noReboot: v['no-reboot'] === true,
+      fastTrack: v['fast-track'] === true,
       log,
       out: (line) => process.stdout.write(`${line}\n`),
     });

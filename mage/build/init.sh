@@ -141,8 +141,9 @@ done
 
 # Without dragonfly.mac= (a hand-made boot entry), the NIC that reached the server is the boot NIC.
 BOOTMAC=${MAC:-$(cat "/sys/class/net/$GOOD/address" 2>/dev/null)}
-ARGS=""
-[ -n "$MAC" ] || [ -z "$BOOTMAC" ] || ARGS="--mac $BOOTMAC"
+# --fast-track: from discovery, go on with a new workflow in this boot when its script boots this same Mage.
+ARGS="--fast-track"
+[ -n "$MAC" ] || [ -z "$BOOTMAC" ] || ARGS="$ARGS --mac $BOOTMAC"
 while :; do
   say "starting Mage: server ${URL:-?}, boot MAC ${BOOTMAC:-?}, via $GOOD $(addr_of "$GOOD")"
   { node /usr/lib/mage/mage.mjs $ARGS; echo $? > /run/mage/agent.rc; } 2>&1 | tee -a $CONSOLES /run/mage/agent.log > /dev/null
