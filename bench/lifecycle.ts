@@ -1,11 +1,12 @@
 // bench/lifecycle: the machine lifecycle of test/lifecycle.test.ts, timed, in the same lab (test/lifecycle-lab.ts:
 // a network namespace with a plain DHCP server, `dragonfly serve` with proxyDHCP + TFTP + HTTP following a fleet
 // repo over smart HTTP, QEMU TCG VMs with the iPXE ROM and blank disks). Each VM runs on its own: power on →
-// the PXE chain → Mage discovery → (its Machine is pushed to git as soon as it registered) → Mage reboots →
-// PXE → imaging → Mage reboots → PXE → local boot → the marker OS on its disk powers it off. QEMU reboots in
-// place; nothing waits for the test's hand. Phases per VM:
+// the PXE chain → Mage discovery → (its Machine is pushed to git as soon as it registered) → the waiting
+// Mage hears of the apply (long poll) and goes on in the same boot (fast track) → imaging → Mage reboots →
+// PXE → local boot → the marker OS on its disk powers it off. QEMU reboots in place; nothing waits for the
+// test's hand. Phases per VM:
 //   PXE → registered         QEMU start → the server has its hardware report
-//   registered → started     → push, apply, Mage told to reboot, PXE again, imaging Mage boots, workflow starts
+//   registered → started     → push, git poll (1 s), apply, the held registration answers, fast track, start
 //   image written            workflow started → finished (image2disk + writefile, Ready)
 //   reboot → disk boot       workflow finished → the disk's marker ran and powered the VM off
 // Runs: one VM alone, then four at once (medians over the four). Baseline measured in the same run: Mage booted
