@@ -32,13 +32,6 @@ export class MachineWaiters {
     });
   }
 
-  /** How many requests are being held (metrics, tests). */
-  get size(): number {
-    let n = 0;
-    for (const s of this.waiting.values()) n += s.size;
-    return n;
-  }
-
   /** Releases every held request (they answer at once) and stops watching. */
   close(): void {
     this.closed = true;
