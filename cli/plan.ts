@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { DragonflyError } from '../schemas/errors.js';
 import { formatDiagnostic } from '../reconciler/diagnostics.js';
-import { branchPlan, diffResources, reviewHasChanges, summarize, type BranchReview } from '../reconciler/fleet-diff.js';
+import { branchPlan, diffResources, reviewHasChanges, reviewOfPlan, summarize, type BranchReview } from '../reconciler/fleet-diff.js';
 import { loadFleet } from '../reconciler/load.js';
 import { planFleet, hasChanges } from '../reconciler/plan.js';
 import { renderBranchMarkdown, renderBranchText, renderPlanMarkdown, renderPlanText } from '../reconciler/render.js';
@@ -132,15 +132,7 @@ export async function branchPlanCommand(opts: BranchPlanOptions, io: Io): Promis
   const now = new Date();
   const headPlan = planFleet(headResult.fleet, observed, { now });
   const basePlan = baseResult.fleet ? planFleet(baseResult.fleet, observed, { now }) : undefined;
-  const bp = branchPlan(basePlan, headPlan);
-  Object.assign(review, {
-    storeRevision: observed.revision,
-    summary: bp.plan.summary,
-    changes: bp.plan.changes,
-    notes: bp.plan.notes,
-    withdrawn: bp.withdrawn,
-    unchanged: bp.unchanged,
-  });
+  Object.assign(review, reviewOfPlan(branchPlan(basePlan, headPlan), observed.revision));
   if (opts.json) io.out(JSON.stringify(review, null, 2) + '\n');
   else if (opts.markdown) io.out(renderBranchMarkdown(review));
   else io.out(renderBranchText(review, { color: io.color }));

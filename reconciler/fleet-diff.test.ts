@@ -1,21 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { Change, Note, Plan } from '../schemas/types.js';
-import { branchPlan, diffFields, diffResources, reviewHasChanges, summarize, type BranchReview } from './fleet-diff.js';
+import { branchPlan, diffFields, diffResources, reviewHasChanges, reviewOfPlan, summarize, type BranchReview } from './fleet-diff.js';
 import { planFleet } from './plan.js';
 import { renderBranchMarkdown, renderBranchText, renderFleetDiffText } from './render.js';
-import { blankHardware, buildObserved, fleetFromYaml, machineYaml, registered, usedHardware } from './test-builders.js';
+import { blankHardware, buildObserved, fleetFromYaml, machineYaml, registered, templateYaml, usedHardware } from './test-builders.js';
 
 const machine = machineYaml;
 
-const TEMPLATE = `apiVersion: dragonfly.computer/v1
-kind: Template
-metadata: {name: ubuntu}
-spec:
-  image: {url: "http://images.lan/u.raw", sha256: "${'a'.repeat(64)}"}
-  actions:
-    - partition: {disk: "\${disk}", table: gpt, partitions: [{name: root, size: rest, type: linux, format: ext4}]}
-    - image2disk: {disk: "\${disk}"}
-`;
+const TEMPLATE = templateYaml();
 
 const assignment = (generation = 1) =>
   `apiVersion: dragonfly.computer/v1\nkind: Assignment\nmetadata: {name: web}\nspec: {template: ubuntu, selector: {role: web}, generation: ${generation}}\n`;
@@ -162,12 +154,7 @@ describe('branchPlan', () => {
       base: { ref: 'origin/main', commit: 'a'.repeat(40), valid: true },
       head: { ref: 'HEAD', commit: 'b'.repeat(40), valid: true },
       path: '',
-      storeRevision: observed.revision,
-      summary: bp.plan.summary,
-      changes: bp.plan.changes,
-      notes: bp.plan.notes,
-      withdrawn: bp.withdrawn,
-      unchanged: bp.unchanged,
+      ...reviewOfPlan(bp, observed.revision),
       resources: diffResources([{ path: 'a.yaml', text: assignment(1) }], [{ path: 'a.yaml', text: assignment(2) }]),
       diagnostics: [],
     };

@@ -280,6 +280,11 @@ export interface BranchReview {
   baseErrors?: number;
 }
 
+/** The planned part of a review: a branch plan, against store revision `storeRevision`. */
+export function reviewOfPlan(bp: BranchPlan, storeRevision: number): Pick<BranchReview, 'storeRevision' | 'summary' | 'changes' | 'notes' | 'withdrawn' | 'unchanged'> {
+  return { storeRevision, summary: bp.plan.summary, changes: bp.plan.changes, notes: bp.plan.notes, withdrawn: bp.withdrawn, unchanged: bp.unchanged };
+}
+
 /** True when the branch changes what apply would do. */
 export function reviewHasChanges(r: BranchReview): boolean {
   return r.changes.length > 0 || r.withdrawn.length > 0;

@@ -1,17 +1,16 @@
 // ObservedCache against a real LMDB store in a temp dir: it follows commits of its own store object, of
 // another LmdbStore on the same directory, and of another process, and always equals readObserved.
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { MachineRecord, Workflow } from '../schemas/types.js';
 import { LmdbStore } from '../store/lmdb.js';
 import { APPLIED, machineKey, workflowKey } from '../store/keys.js';
 import type { Store, Versioned } from '../store/store.js';
 import { applyPlan } from './apply.js';
 import { ObservedCache } from './observed-cache.js';
+import { disposables } from './test-disposables.js';
 import { readObserved, type Observed } from './observed.js';
 import { planFleet } from './plan.js';
 import { blankHardware, buildFleet, discovered, machineRecord, macOf, workflowRecord, type WorkflowSketch } from './test-builders.js';
@@ -19,27 +18,18 @@ import { blankHardware, buildFleet, discovered, machineRecord, macOf, workflowRe
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const NOW = new Date('2025-06-01T12:00:00.000Z');
 
-const dirs: string[] = [];
-const cleanup: (() => unknown)[] = [];
-
-afterEach(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c();
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
+const { tempDir, defer } = disposables('dragonfly-observed-cache-test');
 
 function openStore(dir?: string, pollMs = 20): { store: LmdbStore; dir: string } {
-  if (!dir) {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dragonfly-observed-cache-test-'));
-    dirs.push(dir);
-  }
+  dir ??= tempDir('state');
   const store = LmdbStore.open(dir, { pollMs });
-  cleanup.push(() => store.close());
+  defer(() => store.close());
   return { store, dir };
 }
 
 async function openCache(store: Store): Promise<ObservedCache> {
   const cache = await ObservedCache.open(store);
-  cleanup.push(() => cache.close());
+  defer(() => cache.close());
   return cache;
 }
 

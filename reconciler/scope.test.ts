@@ -1,10 +1,7 @@
 // Incremental planning: FleetLoader + affectedMachines + a scoped planFleet + ObservedCache must give, for
 // the machines in scope, exactly what a full reload and a full plan give, and a full plan must have
 // nothing to do outside the scope. Random edits of a generated fleet against a real LMDB store.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { writeFleet } from '../bench/fleet-generator.js';
 import { validateAgainst } from '../schemas/validate.js';
@@ -17,6 +14,7 @@ import type { Fleet } from './fleet.js';
 import { readFleetDir } from './fleet-dir.js';
 import { FleetLoader, loadFleet } from './load.js';
 import { ObservedCache } from './observed-cache.js';
+import { disposables } from './test-disposables.js';
 import { readObserved } from './observed.js';
 import type { SourceFile } from './parse.js';
 import { planFleet } from './plan.js';
@@ -35,23 +33,11 @@ import {
 } from './test-builders.js';
 
 const NOW = new Date('2025-06-01T12:00:00.000Z');
-const dirs: string[] = [];
-const cleanup: (() => unknown)[] = [];
-
-afterEach(async () => {
-  for (const c of cleanup.splice(0).reverse()) await c();
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-
-function tempDir(tag: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `dragonfly-scope-${tag}-`));
-  dirs.push(dir);
-  return dir;
-}
+const { tempDir, defer } = disposables('dragonfly-scope');
 
 function openStore(): LmdbStore {
   const store = LmdbStore.open(tempDir('state'));
-  cleanup.push(() => store.close());
+  defer(() => store.close());
   return store;
 }
 
@@ -374,7 +360,7 @@ describe('incremental planning equals full planning', () => {
           .map((m) => ({ key: machineKey(m.mac), value: machineRecord(discovered(m.mac, r.chance(0.8) ? { hardware: r.chance(0.6) ? blankHardware(m.mac) : usedHardware(m.mac) } : {})) })),
       });
       const cache = await ObservedCache.open(store);
-      cleanup.push(() => cache.close());
+      defer(() => cache.close());
       const changedMacs = new Set<string>();
       const changedRollouts = new Set<string>();
       cache.onChange((macs, assignments) => {
@@ -540,7 +526,7 @@ describe('scoped plans and apply', () => {
       ];
       await store.commit({ put: [1, 2, 3].map((n) => ({ key: machineKey(macOf(n)), value: machineRecord(discovered(macOf(n), { hardware: blankHardware(macOf(n)) })) })) });
       const cache = await ObservedCache.open(store);
-      cleanup.push(() => cache.close());
+      defer(() => cache.close());
       const macs = new Set<string>();
       const rollouts = new Set<string>();
       cache.onChange((m, a) => {
@@ -609,7 +595,7 @@ describe('timings at 10,000 machines (printed, not asserted)', () => {
     time('loadFleet, full reload', () => loadFleet(files, { revision: 'r0' }));
     const store = openStore();
     const cache = await ObservedCache.open(store);
-    cleanup.push(() => cache.close());
+    defer(() => cache.close());
     const first = time('planFleet, empty store', () => planFleet(fleet, cache.current(), { now: NOW }));
     await timeAsync(`applyPlan, first plan (${first.changes.length} registers)`, () => applyPlan(store, first, fleet, { user: 'bench', source: 'controller', now: NOW }));
     await settle();

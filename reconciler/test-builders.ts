@@ -93,6 +93,19 @@ export function machineYaml(name: string, mac: string, labels = 'role: web, rack
   return `apiVersion: dragonfly.computer/v1\nkind: Machine\nmetadata: {name: ${name}, labels: {${labels}}}\nspec: {mac: "${mac}"${extraSpec}}\n`;
 }
 
+/** A Template document named `name` that partitions and images \${disk}, plus `extraActions` (flow-style lines). */
+export function templateYaml(name = 'ubuntu', ...extraActions: string[]): string {
+  return `apiVersion: dragonfly.computer/v1
+kind: Template
+metadata: {name: ${name}}
+spec:
+  image: {url: "http://images.lan/u.raw", sha256: "${'a'.repeat(64)}"}
+  actions:
+    - partition: {disk: "\${disk}", table: gpt, partitions: [{name: root, size: rest, type: linux, format: ext4}]}
+    - image2disk: {disk: "\${disk}"}
+${extraActions.map((a) => `    - ${a}\n`).join('')}`;
+}
+
 /** One fleet file per kind, as a fleet repository would hold them. */
 export function fleetFiles(sketch: FleetSketch): SourceFile[] {
   const docs = (kind: string, list: object[]) => list.map((d) => stringify({ apiVersion: 'dragonfly.computer/v1', kind, ...d })).join('---\n');

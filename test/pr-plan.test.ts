@@ -1,6 +1,6 @@
 // Pull-request review through the real `dragonfly` binary: `plan --base --head` and `diff`, on a local
 // clone (--fleet, read with the git CLI) and on a repository served over smart HTTP (--repo).
-import { machineYaml } from '../reconciler/test-builders.js';
+import { machineYaml, templateYaml } from '../reconciler/test-builders.js';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -23,16 +23,7 @@ function dragonflyAsync(args: string[]): Promise<CliResult> {
 
 const machine = (name: string, mac: string, labels: string) => machineYaml(name, mac, labels);
 
-const TEMPLATE = `apiVersion: dragonfly.computer/v1
-kind: Template
-metadata: {name: ubuntu}
-spec:
-  image: {url: "http://images.lan/u.raw", sha256: "${'a'.repeat(64)}"}
-  actions:
-    - partition: {disk: "\${disk}", table: gpt, partitions: [{name: root, size: rest, type: linux, format: ext4}]}
-    - image2disk: {disk: "\${disk}"}
-    - writefile: {partition: 1, path: /etc/hostname, content: "\${machine.name}\\n"}
-`;
+const TEMPLATE = templateYaml('ubuntu', 'writefile: {partition: 1, path: /etc/hostname, content: "${machine.name}\\n"}');
 const ASSIGNMENT = `apiVersion: dragonfly.computer/v1\nkind: Assignment\nmetadata: {name: web}\nspec: {template: ubuntu, selector: {role: web}}\n`;
 
 let tmp: { dir: string; cleanup: () => void };
