@@ -3,26 +3,60 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { DragonflyError } from '../schemas/errors.js';
 
 const SECRET_FILE = 'server.secret';
+const SECRET_TEXT = /^[0-9a-f]{64}\n?$/;
 
-/** The server secret, created (0600) on first use. Several servers sharing a state dir share it. */
+function parseSecret(file: string, text: string): Buffer {
+  // Anything but the exact key is refused: an empty file (a first start on a full disk) would otherwise
+  // sign every token with an empty key, silently.
+  if (!SECRET_TEXT.test(text)) {
+    throw new DragonflyError('DF_ERR_SECRET_FILE', `${file} does not hold a server secret (64 hex digits); it holds ${text.length} bytes`, { path: file });
+  }
+  return Buffer.from(text.slice(0, 64), 'hex');
+}
+
+/**
+ * The server secret, created on first use: written to a temp file, fsynced, then linked into place, so
+ * the file is either absent or whole (mode 0600). Several servers sharing a state dir share it.
+ */
 export function loadOrCreateSecret(stateDir: string): Buffer {
   const file = path.join(stateDir, SECRET_FILE);
   try {
-    return Buffer.from(fs.readFileSync(file, 'utf8').trim(), 'hex');
+    return parseSecret(file, fs.readFileSync(file, 'latin1'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
   fs.mkdirSync(stateDir, { recursive: true });
   const secret = randomBytes(32);
+  const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    // 'wx': if another process created it meanwhile, use theirs.
-    fs.writeFileSync(file, secret.toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+    const fd = fs.openSync(temp, 'wx', 0o600);
+    try {
+      fs.writeSync(fd, secret.toString('hex') + '\n');
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // link(), unlike rename(), fails when another process created the file meanwhile: use theirs then.
+    fs.linkSync(temp, file);
+    fsyncDir(stateDir);
     return secret;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    return Buffer.from(fs.readFileSync(file, 'utf8').trim(), 'hex');
+    return parseSecret(file, fs.readFileSync(file, 'latin1'));
+  } finally {
+    fs.rmSync(temp, { force: true });
+  }
+}
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

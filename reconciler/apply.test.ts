@@ -317,6 +317,8 @@ describe('applyPlan', () => {
         return store.commit(txn);
       },
       watch: (prefix, from, listener) => store.watch(prefix, from, listener),
+      oldestRevision: () => store.oldestRevision(),
+      health: () => store.health(),
       close: () => store.close(),
     };
     const e = await refusal(applyPlan(racing, plan, fleet, CTX));

@@ -239,6 +239,8 @@ describe('ObservedCache', () => {
       },
       commit: (txn) => lmdb.commit(txn),
       watch: (prefix, from, listener) => lmdb.watch(prefix, from, listener),
+      oldestRevision: () => lmdb.oldestRevision(),
+      health: () => lmdb.health(),
       close: () => lmdb.close(),
     };
     const cache = await openCache(store);

@@ -15,7 +15,7 @@ describe('error codes', () => {
     for (const [code, spec] of Object.entries(ERRORS)) {
       expect(code).toMatch(/^DF_(ERR|WARN)_[A-Z0-9_]+$/);
       expect(spec.hint.length, code).toBeGreaterThan(10);
-      expect([400, 401, 404, 409, 429, 500]).toContain(spec.status);
+      expect([400, 401, 403, 404, 409, 410, 429, 500, 503]).toContain(spec.status);
     }
   });
 

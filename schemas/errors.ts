@@ -102,6 +102,29 @@ export const ERRORS = {
   DF_ERR_WORKFLOW_ENDED: spec('the workflow has already ended', 'a finished, failed or timed-out workflow takes no more reports; bump the generation to run again', 409),
   DF_ERR_RATE_LIMITED: spec('too many requests from this source', 'slow down; discovery is rate-limited per source address', 429),
   DF_ERR_SERVE_CONFIG: spec('the server cannot start with this configuration', 'check the address, port and directory options of `dragonfly serve`'),
+  DF_ERR_FORBIDDEN: spec('these credentials do not allow this call', 'use a token with the role the call needs (DRAGONFLY_API_TOKEN is admin; DRAGONFLY_READ_TOKEN reads only)', 403),
+  DF_ERR_WORKFLOW_CLAIMED: spec(
+    'the workflow was claimed by another Mage',
+    'only the Mage that claimed a workflow may act on it; if that was not this machine, cancel the workflow and read the workflow.claimed event (address and time)',
+    409,
+  ),
+  DF_ERR_SECRET_FILE: spec(
+    'the server secret file is unusable',
+    'server.secret in the state directory must hold exactly 64 hex digits: restore it from a backup, or delete it to create a new one (pending workflows then need a new PXE boot)',
+    500,
+  ),
+  DF_ERR_STORE_FULL: spec('the state store cannot be written: its disk is full', 'free space on the filesystem of the state directory; the server answers again as soon as it can write', 503),
+  DF_ERR_STORE_COMPACTED: spec(
+    'the requested revision is older than the store keeps',
+    're-list (GET /api/v1/machines, /api/v1/workflows) and follow the event stream from the revision the list returned',
+    410,
+  ),
+  DF_ERR_TOO_MANY_STREAMS: spec('too many event streams are open', 'close idle event streams (dragonfly watch, consoles), or raise the limit with serve --max-streams', 503),
+  DF_ERR_DISCOVERY_FULL: spec(
+    'too many discovered machines that are not in git',
+    'declare the machines in git or retire the strays, or raise serve --max-discovered; a flood of made-up MACs is refused here',
+    503,
+  ),
   // Webhooks (boot/routes-webhooks.ts). DISABLED is answered with 403 (errors.test.ts allows no 403 status yet).
   DF_ERR_WEBHOOK_DISABLED: spec('webhooks are off: no webhook secret is configured', 'start `dragonfly serve` with DRAGONFLY_WEBHOOK_SECRET and give the forge the same secret', 401),
   DF_ERR_WEBHOOK_SIGNATURE: spec('the webhook signature or token is missing or wrong', 'give the forge the same secret as DRAGONFLY_WEBHOOK_SECRET (GitHub/Gitea: Secret; GitLab: Secret token)', 401),
@@ -121,6 +144,10 @@ export const ERRORS = {
   DF_ERR_NO_FILESYSTEM: spec(
     'the partition holds no filesystem',
     'give the partition a format (ext4, vfat, …) in the partition action, or write the image that holds it first',
+  ),
+  DF_ERR_DISK_MISMATCH: spec(
+    'the install disk is not the disk the workflow was planned for',
+    "Mage refused to write it; check the machine's hardware report (`dragonfly machines NAME`) and its unverified report, then bump the generation to plan again",
   ),
   DF_ERR_FILE_NOT_FOUND: spec('a file the action reads is not in the filesystem', 'check the path: it is read from the partition the action names'),
   DF_ERR_MAGE_BUILD: spec(

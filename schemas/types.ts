@@ -114,6 +114,7 @@ export interface DragonflySchemas {
   plan?: Plan;
   agentRegisterRequest?: RegisterRequest;
   agentRegisterResponse?: RegisterResponse;
+  agentClaimRequest?: ClaimRequest;
   agentActionReport?: ActionReport;
   agentFinishReport?: FinishReport;
 }
@@ -292,6 +293,22 @@ export interface Workflow {
    * The install disk the workflow was resolved for.
    */
   disk?: string;
+  /**
+   * What the verified hardware report said of the install disk; Mage refuses to write a disk that does not match.
+   */
+  diskIdentity?: {
+    sizeBytes: number;
+    serial?: string;
+    wwn?: string;
+  };
+  /**
+   * The first Mage to fetch the workflow with its token claimed it: later calls need the claim's secret (only its sha256 is kept) and come from its address.
+   */
+  claim?: {
+    at: string;
+    ip: string;
+    secretSha256: string;
+  };
   image?: {
     url: string;
     sha256: string;
@@ -358,6 +375,18 @@ export interface MachineRecord {
     to: 'on' | 'off';
     at: string;
   };
+  /**
+   * A hardware report that differs from the stored one and came without a claimed workflow's secret: kept apart, shown as drift, never used for planning.
+   */
+  unverifiedHardware?: {
+    hardware: HardwareReport;
+    at: string;
+    ip?: string;
+  };
+  /**
+   * true when the stored hardware report came from a Mage holding a claimed workflow's secret; false or absent when it was the first, unauthenticated report (trusted on first use).
+   */
+  hardwareVerified?: boolean;
 }
 /**
  * What Mage found on a machine. Sent by the agent; validated and size-limited by the server.
@@ -386,10 +415,17 @@ export interface HardwareReport {
 }
 export interface Disk {
   name: string;
+  /**
+   * The device node; nothing but /dev/ and a plain device name may reach a workflow.
+   */
   path?: string;
   sizeBytes: number;
   model?: string;
   serial?: string;
+  /**
+   * World Wide Name (/sys/block/NAME/wwid or device/wwid), when the disk has one.
+   */
+  wwn?: string;
   rotational?: boolean;
   removable?: boolean;
   transport?: string;
@@ -600,6 +636,15 @@ export interface RegisterResponse {
    * How long to sleep before asking again after a wait (0 after a held long poll).
    */
   pollSeconds: number;
+}
+/**
+ * Mage claims its workflow with the token from its boot script, binding it to a secret of its own: every later call carries that secret instead of the token.
+ */
+export interface ClaimRequest {
+  /**
+   * 32 random bytes, hex; the server keeps only their sha256.
+   */
+  secret: string;
 }
 export interface ActionReport {
   state: 'running' | 'succeeded' | 'failed';

@@ -536,3 +536,64 @@ console.log('closed ' + seen.length);
     expect(await store.read((s) => [s.revision, keysOf(s.list('k/'))])).toEqual([10, ['k/9']]);
   });
 });
+
+describe('compaction: the change log is a bounded window', () => {
+  it('keeps only the last retainRevisions changes; a watch from before them throws or resets', async () => {
+    const dir = tempDir();
+    const store = LmdbStore.open(dir, { pollMs: 50, retainRevisions: 100 });
+    stores.push(store);
+    for (let i = 1; i <= 600; i++) await store.commit({ put: [{ key: `k/${i % 7}`, value: i }] });
+    // Compaction runs every 256 commits: at 512 it dropped everything up to 512 - 100.
+    expect(await store.oldestRevision()).toBe(412);
+    let err: unknown;
+    try {
+      store.watch('', 5, () => {});
+    } catch (e) {
+      err = e;
+    }
+    expect((err as { code?: string }).code).toBe('DF_ERR_STORE_COMPACTED');
+    // With onReset the watch ends at once and names the oldest revision one may start from.
+    const reset = await new Promise<number>((resolve) => store.watch('', 5, () => resolve(-1), resolve));
+    expect(reset).toBe(412);
+    // From inside the window, every change after it is delivered.
+    const seen: Change[] = [];
+    store.watch('', 500, (c) => seen.push(...c));
+    await waitFor(() => seen.length === 100, 'the 100 changes after 500');
+    expect(seen.map((c) => c.revision)).toEqual(Array.from({ length: 100 }, (_, i) => 501 + i));
+  });
+
+  it('a store written thousands of times keeps its change log bounded', async () => {
+    const dir = tempDir();
+    const store = LmdbStore.open(dir, { pollMs: 50, retainRevisions: 300 });
+    stores.push(store);
+    for (let i = 1; i <= 3000; i++) await store.commit({ put: [{ key: `seen/${i % 50}`, value: { i, at: new Date(i).toISOString() } }] });
+    const oldest = await store.oldestRevision();
+    expect(oldest).toBeGreaterThanOrEqual(3000 - 300 - 256);
+    // The watch from the oldest kept revision replays at most the window.
+    const seen: Change[] = [];
+    store.watch('', oldest, (c) => seen.push(...c));
+    await waitFor(() => seen.at(-1)?.revision === 3000, 'the replay up to the head');
+    expect(seen.length).toBeLessThanOrEqual(300 + 256);
+  });
+});
+
+describe('state files', () => {
+  it('are readable by their owner only (hardware inventories are nobody else\'s business)', () => {
+    const dir = path.join(tempDir(), 'state');
+    openStore(dir);
+    expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
+    for (const f of fs.readdirSync(dir)) expect(fs.statSync(path.join(dir, f)).mode & 0o077, f).toBe(0);
+  });
+
+  it('refuses to open on a filesystem without room, with DF_ERR_STORE_FULL instead of a SIGBUS', () => {
+    const dir = tempDir();
+    let err: unknown;
+    try {
+      LmdbStore.open(dir, { minFreeBytes: Number.MAX_SAFE_INTEGER });
+    } catch (e) {
+      err = e;
+    }
+    expect((err as { code?: string }).code).toBe('DF_ERR_STORE_FULL');
+    expect(fs.existsSync(path.join(dir, 'state.lmdb'))).toBe(false);
+  });
+});

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { DragonflyError } from '../schemas/errors.js';
-import type { Change, Snapshot, Store, Txn, TxnResult, Versioned } from './store.js';
+import type { Change, Snapshot, Store, StoreHealth, Txn, TxnResult, Versioned } from './store.js';
 
 interface Stored {
   v: unknown;
@@ -17,14 +17,44 @@ interface Stored {
 export interface LmdbStoreOptions {
   /** How often watchers look for commits made by other processes (ms). In-process commits notify at once. */
   pollMs?: number;
+  /** Revisions of the change log kept for watches (default 10,000); older ones are compacted away. */
+  retainRevisions?: number;
+  /**
+   * Commits are refused (DF_ERR_STORE_FULL) while the state directory's filesystem has less free space
+   * than this (default 16 MiB): LMDB writes through a memory map, and a write into a page the filesystem
+   * cannot back kills the process with SIGBUS instead of failing.
+   */
+  minFreeBytes?: number;
 }
 
 const REVISION = 'revision';
+/** The newest revision whose change-log entry was compacted away; watches start after it. */
+const COMPACTED = 'compacted';
 const FILE = 'state.lmdb';
+/** Compaction runs once every this many commits, deleting what fell out of the window since. */
+const COMPACT_EVERY = 256;
+/** Free space is looked at once a second, or at every commit once it is low. */
+const FREE_CHECK_MS = 1000;
 
 export function stateDirFrom(explicit: string | undefined, env = process.env): string {
   // An empty value counts as unset: never open a store in the current directory by accident.
   return explicit || env.DRAGONFLY_STATE || './.dragonfly';
+}
+
+interface Watcher {
+  prefix: string;
+  seen: number;
+  listener: (c: Change[]) => void;
+  onReset?: (oldest: number) => void;
+}
+
+function freeBytes(dir: string): number {
+  try {
+    const s = fs.statfsSync(dir);
+    return s.bavail * s.bsize;
+  } catch {
+    return Number.POSITIVE_INFINITY; // cannot tell: let LMDB say
+  }
 }
 
 export class LmdbStore implements Store {
@@ -32,12 +62,24 @@ export class LmdbStore implements Store {
   private readonly records: Database<Stored, string>;
   private readonly changes: Database<Change[], number>;
   private readonly meta: Database<number, string>;
-  private readonly watchers = new Set<{ prefix: string; seen: number; listener: (c: Change[]) => void }>();
+  private readonly watchers = new Set<Watcher>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly retain: number;
+  private readonly minFree: number;
+  private free = { checkedAt: 0, bytes: Number.POSITIVE_INFINITY };
 
-  private constructor(dir: string, private readonly options: LmdbStoreOptions) {
-    this.root = open({ path: path.join(dir, FILE), maxDbs: 8, compression: false });
+  private constructor(private readonly dir: string, private readonly options: LmdbStoreOptions) {
+    this.retain = Math.max(1, options.retainRevisions ?? 10_000);
+    this.minFree = options.minFreeBytes ?? 16 * 1024 * 1024;
+    // Hardware inventories and workflow state are nobody else's business: the files are 0600.
+    const old = process.umask(0o077);
+    try {
+      this.root = open({ path: path.join(dir, FILE), maxDbs: 8, compression: false });
+    } finally {
+      process.umask(old);
+    }
+    for (const f of [FILE, `${FILE}-lock`]) fs.chmodSync(path.join(dir, f), 0o600);
     // Shared msgpack structures: records of one shape decode without re-reading their key list each time.
     this.records = this.root.openDB<Stored, string>({ name: 'records', sharedStructuresKey: Symbol.for('structures') });
     this.changes = this.root.openDB<Change[], number>({ name: 'changes', keyEncoding: 'uint32' });
@@ -46,7 +88,17 @@ export class LmdbStore implements Store {
 
   static open(dir: string, options: LmdbStoreOptions = {}): LmdbStore {
     try {
-      fs.mkdirSync(dir, { recursive: true });
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new DragonflyError('DF_ERR_STORE_OPEN', `cannot open the state store in ${dir}: ${(e as Error).message}`, { path: dir });
+    }
+    // Before LMDB touches the file: with no room to grow it, LMDB dies with SIGBUS, not an error.
+    const need = options.minFreeBytes ?? 16 * 1024 * 1024;
+    const free = freeBytes(dir);
+    if (free < need) {
+      throw new DragonflyError('DF_ERR_STORE_FULL', `the filesystem of ${dir} has ${free} bytes free; the state store needs at least ${need}`, { path: dir, freeBytes: free });
+    }
+    try {
       return new LmdbStore(dir, options);
     } catch (e) {
       throw new DragonflyError('DF_ERR_STORE_OPEN', `cannot open the state store in ${dir}: ${(e as Error).message}`, { path: dir });
@@ -97,9 +149,42 @@ export class LmdbStore implements Store {
   }
 
   async commit(txn: Txn): Promise<TxnResult> {
-    const result = this.commitSync(txn);
+    this.checkFree();
+    let result: TxnResult;
+    try {
+      result = this.commitSync(txn);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOSPC' || /MDB_MAP_FULL|No space left/i.test((e as Error).message)) {
+        this.free = { checkedAt: 0, bytes: 0 };
+        throw new DragonflyError('DF_ERR_STORE_FULL', `cannot write the state store in ${this.dir}: the disk is full`, { path: this.dir });
+      }
+      throw e;
+    }
     if (result.ok) this.notify();
     return result;
+  }
+
+  health(): StoreHealth {
+    this.refreshFree();
+    return this.free.bytes >= this.minFree ? { writable: true } : { writable: false, reason: `disk full: ${this.free.bytes} bytes free in ${this.dir}, need ${this.minFree}` };
+  }
+
+  async oldestRevision(): Promise<number> {
+    return this.meta.get(COMPACTED) ?? 0;
+  }
+
+  private refreshFree(): void {
+    const now = Date.now();
+    // Low on space: look every time, so the first commit after space is freed goes through.
+    if (now - this.free.checkedAt < FREE_CHECK_MS && this.free.bytes >= 2 * this.minFree) return;
+    this.free = { checkedAt: now, bytes: freeBytes(this.dir) };
+  }
+
+  private checkFree(): void {
+    this.refreshFree();
+    if (this.free.bytes < this.minFree) {
+      throw new DragonflyError('DF_ERR_STORE_FULL', `cannot write the state store in ${this.dir}: ${this.free.bytes} bytes free, ${this.minFree} needed`, { path: this.dir });
+    }
   }
 
   private commitSync(txn: Txn): TxnResult {
@@ -128,13 +213,27 @@ export class LmdbStore implements Store {
       }
       this.changes.put(revision, changes);
       this.meta.put(REVISION, revision);
+      if (revision % COMPACT_EVERY === 0) this.compact(revision);
       result = { ok: true, revision };
     });
     return result;
   }
 
-  watch(prefix: string, fromRevision: number, listener: (changes: Change[]) => void): () => void {
-    const w = { prefix, seen: fromRevision, listener };
+  /** Inside the write transaction: drop change-log entries that fell out of the window. */
+  private compact(revision: number): void {
+    const floor = revision - this.retain;
+    const compacted = this.meta.get(COMPACTED) ?? 0;
+    if (floor <= compacted) return;
+    for (const key of this.changes.getKeys({ start: compacted + 1, end: floor + 1 })) this.changes.remove(key);
+    this.meta.put(COMPACTED, floor);
+  }
+
+  watch(prefix: string, fromRevision: number, listener: (changes: Change[]) => void, onReset?: (oldest: number) => void): () => void {
+    const compacted = this.meta.get(COMPACTED) ?? 0;
+    if (fromRevision < compacted && !onReset) {
+      throw new DragonflyError('DF_ERR_STORE_COMPACTED', `revision ${fromRevision} is older than the store keeps (changes after ${compacted})`, { oldest: compacted });
+    }
+    const w: Watcher = { prefix, seen: fromRevision, listener, ...(onReset ? { onReset } : {}) };
     this.watchers.add(w);
     queueMicrotask(() => this.deliver(w));
     if (!this.timer) {
@@ -156,10 +255,18 @@ export class LmdbStore implements Store {
     for (const w of this.watchers) this.deliver(w);
   }
 
-  private deliver(w: { prefix: string; seen: number; listener: (c: Change[]) => void }): void {
+  private deliver(w: Watcher): void {
     if (this.closed || !this.watchers.has(w)) return;
     const head = this.meta.get(REVISION) ?? 0;
     if (head <= w.seen) return;
+    const compacted = this.meta.get(COMPACTED) ?? 0;
+    if (w.seen < compacted) {
+      // Changes it has not seen are gone: it cannot go on without a gap. It ends; its user re-lists.
+      this.watchers.delete(w);
+      if (w.onReset) w.onReset(compacted);
+      else throw new DragonflyError('DF_ERR_STORE_COMPACTED', `a watch fell behind the store's window (changes after ${compacted})`, { oldest: compacted });
+      return;
+    }
     const out: Change[] = [];
     for (const { value } of this.changes.getRange({ start: w.seen + 1, end: head + 1 })) {
       for (const c of value) if (c.key.startsWith(w.prefix)) out.push(c);

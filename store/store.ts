@@ -38,6 +38,12 @@ export interface Snapshot {
   list<T>(prefix: string): Versioned<T>[];
 }
 
+export interface StoreHealth {
+  writable: boolean;
+  /** Why not, for /healthz. */
+  reason?: string;
+}
+
 export interface Store {
   /** Run `fn` against one consistent snapshot. */
   read<T>(fn: (snap: Snapshot) => T): Promise<T>;
@@ -51,7 +57,16 @@ export interface Store {
   /**
    * Calls `listener` with the changes under `prefix` after `fromRevision`, then with every later change,
    * including changes committed by other processes. Returns a function that stops watching.
+   *
+   * The store keeps a bounded window of changes (compaction). A watch that starts before the window, or
+   * falls behind it, cannot deliver every change: it ends and calls `onReset` with the oldest revision it
+   * could have started from; the user re-lists and watches again (as a Kubernetes informer does). Without
+   * `onReset`, a watch that starts before the window throws DF_ERR_STORE_COMPACTED.
    */
-  watch(prefix: string, fromRevision: number, listener: (changes: Change[]) => void): () => void;
+  watch(prefix: string, fromRevision: number, listener: (changes: Change[]) => void, onReset?: (oldest: number) => void): () => void;
+  /** The oldest revision a watch may start from (0 when nothing was ever compacted). */
+  oldestRevision(): Promise<number>;
+  /** Whether writes can succeed now (a full disk makes every commit fail with DF_ERR_STORE_FULL). */
+  health(): StoreHealth;
   close(): Promise<void>;
 }
