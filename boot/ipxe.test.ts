@@ -43,6 +43,15 @@ chain --autofree http://10.0.0.1:8080/boot.ipxe
     ]);
   });
 
+  it('imaging of a claimed workflow names it but carries no token', () => {
+    const script = bootScriptFor({ kind: 'imaging', workflow: 'wf-web-01-g1-abc123', reason: 'running' }, { serverUrl: URL, mac: MAC, name: 'web-01' });
+    expect(script.split('\n').slice(0, 3)).toEqual([
+      '#!ipxe',
+      '# Dragonfly: imaging (wf-web-01-g1-abc123, claimed; waiting for it to end) for 52:54:00:ab:cd:01 (web-01)',
+      'kernel http://10.0.0.1:8080/mage/vmlinuz dragonfly.url=http://10.0.0.1:8080 dragonfly.mac=52:54:00:ab:cd:01 dragonfly.workflow=wf-web-01-g1-abc123 console=tty0 console=ttyS0,115200 initrd=initrd || goto failed',
+    ]);
+  });
+
   it('local boot: exit for BIOS; exit with a sanboot fallback for EFI', () => {
     const fate = { kind: 'localboot' as const, reason: 'provisioned' };
     expect(bootScriptFor(fate, { serverUrl: URL, mac: MAC, name: 'web-01' })).toBe('#!ipxe\n# Dragonfly: local boot for 52:54:00:ab:cd:01 (web-01): provisioned\nexit\n');

@@ -11,7 +11,7 @@ export interface ScriptContext {
   name?: string;
   /** iPXE's ${platform}: pcbios or efi (anything else is treated as pcbios). */
   platform?: string;
-  /** The imaging workflow's token (hex). */
+  /** The imaging workflow's token (hex); absent once a Mage has claimed the workflow. */
   token?: string;
   /** Extra kernel arguments for Mage (already validated by the caller's configuration). */
   kernelArgs?: string;
@@ -89,7 +89,9 @@ export function bootScriptFor(fate: BootFate, ctx: ScriptContext): string {
     case 'discovery':
       return mageScript(ctx, 'discovery', []);
     case 'imaging':
-      if (!ctx.token) throw new UnsafeScriptValue('an imaging script needs the workflow token');
+      // Claimed by a Mage already (this machine's previous boot, or whoever claimed first): no token; this
+      // Mage reports and waits until the workflow ends.
+      if (!ctx.token) return mageScript(ctx, `imaging (${safe(fate.workflow, 'the workflow id')}, claimed; waiting for it to end)`, [`dragonfly.workflow=${safe(fate.workflow, 'the workflow id')}`]);
       return mageScript(ctx, `imaging (${safe(fate.workflow, 'the workflow id')})`, [
         `dragonfly.workflow=${safe(fate.workflow, 'the workflow id')}`,
         `dragonfly.token=${safe(ctx.token, 'the token', /^[0-9a-f]{64}$/)}`,

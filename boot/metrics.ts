@@ -14,6 +14,8 @@ export interface BootMetrics {
   /** Count one HTTP request: a map increment, because this runs on every PXE request. */
   request(route: string, status: number): void;
   bootScript(fate: Fate): void;
+  /** A gauge read when scraped. */
+  gauge(name: string, help: string, read: () => number): void;
 }
 
 export function createMetrics(store: Store, tftpStats?: () => TftpStats): BootMetrics {
@@ -78,6 +80,9 @@ export function createMetrics(store: Store, tftpStats?: () => TftpStats): BootMe
     },
     bootScript(fate) {
       fates[fate].n++;
+    },
+    gauge(name, help, read) {
+      new Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
     },
   };
 }

@@ -4,7 +4,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { memorableName, memorableNameWithSuffix } from '../schemas/memorable-name.js';
 import type { ActionReport, FinishReport, HardwareReport, MachineRecord, Workflow } from '../schemas/types.js';
-import { EVENTS, MACHINES, logKeys, machineKey, workflowKey } from '../store/keys.js';
+import { EVENTS, logKeys, machineKey, workflowKey } from '../store/keys.js';
 import type { Snapshot, Store, Txn } from '../store/store.js';
 
 export const SEEN = 'seen/';
@@ -35,9 +35,15 @@ export async function mutate<T>(store: Store, build: (snap: Snapshot) => { txn?:
   throw new ConflictError('the store kept changing under this write');
 }
 
+/**
+ * The name comes from the low 44 bits of the MAC, so only the 15 MACs that differ in the top 4 bits can
+ * hold the same one: 15 lookups, not a scan of every machine (which cost 123 ms per new MAC at 50,000).
+ */
 function uniqueMemorableName(snap: Snapshot, mac: string): string {
   const base = memorableName(mac)!;
-  const taken = snap.list<MachineRecord>(MACHINES).some((r) => r.value.mac !== mac && r.value.memorableName === base);
+  const taken = Array.from({ length: 16 }, (_, d) => d.toString(16) + mac.slice(1)).some(
+    (other) => other !== mac && snap.get<MachineRecord>(machineKey(other))?.value.memorableName === base,
+  );
   return taken ? memorableNameWithSuffix(mac)! : base;
 }
 
@@ -73,17 +79,47 @@ export async function recordSeen(
   });
 }
 
-/** Mage's hardware report: stored on the machine record when it differs from the last one. */
-export async function recordHardware(store: Store, mac: string, hardware: HardwareReport, ip: string | undefined, now = new Date()): Promise<MachineRecord> {
+/**
+ * Mage's hardware report. The first report of a machine is stored as its hardware (trusted on first use:
+ * before it, nothing is known at all). After that, a report counts only when it comes from a Mage that
+ * holds a claimed workflow of this machine (`verified`); any other report that differs is kept apart as
+ * `unverifiedHardware`, shown as drift and never used for planning: anyone on the boot network can send
+ * one, and the install disk is chosen from the hardware.
+ */
+export async function recordHardware(
+  store: Store,
+  mac: string,
+  hardware: HardwareReport,
+  ip: string | undefined,
+  opts: { verified?: boolean; now?: Date } = {},
+): Promise<MachineRecord> {
+  const now = opts.now ?? new Date();
   await recordSeen(store, mac, { source: 'agent', ...(ip ? { ip } : {}) }, { now });
   return mutate(store, (snap) => {
     const rec = snap.get<MachineRecord>(machineKey(mac))!;
-    if (isDeepStrictEqual(rec.value.hardware, hardware)) return { result: rec.value };
-    const value: MachineRecord = { ...rec.value, hardware };
+    const name = rec.value.name ?? rec.value.memorableName;
+    const first = rec.value.hardware === undefined;
+    if (first || opts.verified) {
+      const same = isDeepStrictEqual(rec.value.hardware, hardware);
+      const settled = same && (rec.value.hardwareVerified ?? false) === (opts.verified ?? false) && !(opts.verified && rec.value.unverifiedHardware);
+      if (settled) return { result: rec.value };
+      const value: MachineRecord = { ...rec.value, hardware, hardwareVerified: opts.verified ?? false };
+      // A verified report settles what the machine has: an earlier unverified one is moot.
+      if (opts.verified) delete value.unverifiedHardware;
+      const put: { key: string; value: unknown }[] = [{ key: rec.key, value }];
+      if (!same) put.push(event(now, { type: 'machine.hardware', mac, machine: name, verified: opts.verified ?? false, message: `${hardware.disks.length} disks, ${hardware.nics.length} NICs` }));
+      return { txn: { compare: [{ key: rec.key, modRevision: rec.modRevision }], put }, result: value };
+    }
+    // Unverified, and a report is already stored: the same report changes nothing; a different one is kept apart.
+    if (isDeepStrictEqual(rec.value.hardware, hardware) || isDeepStrictEqual(rec.value.unverifiedHardware?.hardware, hardware)) return { result: rec.value };
+    const value: MachineRecord = { ...rec.value, unverifiedHardware: { hardware, at: now.toISOString(), ...(ip ? { ip } : {}) } };
     return {
       txn: {
         compare: [{ key: rec.key, modRevision: rec.modRevision }],
-        put: [{ key: rec.key, value }, event(now, { type: 'machine.hardware', mac, machine: value.name ?? value.memorableName, message: `${hardware.disks.length} disks, ${hardware.nics.length} NICs` })],
+        put: [
+          { key: rec.key, value },
+          event(now, { type: 'machine.hardware-unverified', mac, machine: name, ...(ip ? { ip } : {}), message: `a hardware report from ${ip ?? 'an unknown address'} differs from the stored one and holds no claimed workflow's secret: kept apart, not used for planning` }),
+        ],
       },
       result: value,
     };
@@ -98,18 +134,34 @@ export class WorkflowStateError extends Error {
 
 const ACTIVE = new Set<Workflow['state']>(['pending', 'running']);
 
-/** Mage fetched its workflow: pending → running. Refused once the workflow has ended. */
-export async function startWorkflow(store: Store, id: string, now = new Date()): Promise<Workflow | undefined> {
+/** Someone else's Mage claimed the workflow first: the token alone is worth nothing now. */
+export class WorkflowClaimedError extends Error {
+  constructor(readonly workflow: Workflow) {
+    super(`workflow ${workflow.id} was claimed by ${workflow.claim?.ip ?? 'another Mage'} at ${workflow.claim?.at ?? '?'}`);
+  }
+}
+
+/**
+ * Mage claims its workflow (pending → running), binding it to the sha256 of a secret of its own and to the
+ * address it claims from; every later call needs both. A workflow is claimed once: whoever claims first
+ * wins (docs/security.md), and the claim is an event an operator sees.
+ */
+export async function claimWorkflow(store: Store, id: string, claim: { secretSha256: string; ip: string }, now = new Date()): Promise<Workflow | undefined> {
   return mutate(store, (snap) => {
     const wf = snap.get<Workflow>(workflowKey(id));
     if (!wf) return { result: undefined };
     if (!ACTIVE.has(wf.value.state)) throw new WorkflowStateError(wf.value, `workflow ${id} is ${wf.value.state}`);
-    if (wf.value.state === 'running') return { result: wf.value };
-    const value: Workflow = { ...wf.value, state: 'running', startedAt: now.toISOString() };
+    if (wf.value.claim || wf.value.state !== 'pending') throw new WorkflowClaimedError(wf.value);
+    const at = now.toISOString();
+    const value: Workflow = { ...wf.value, state: 'running', startedAt: at, claim: { at, ip: claim.ip, secretSha256: claim.secretSha256 } };
     return {
       txn: {
         compare: [{ key: wf.key, modRevision: wf.modRevision }],
-        put: [{ key: wf.key, value }, event(now, { type: 'workflow.running', workflow: id, mac: value.mac, machine: value.machine, message: `${value.template}@${value.generation} started` })],
+        put: [
+          { key: wf.key, value },
+          event(now, { type: 'workflow.claimed', workflow: id, mac: value.mac, machine: value.machine, ip: claim.ip, message: `claimed by the Mage at ${claim.ip}` }),
+          event(now, { type: 'workflow.running', workflow: id, mac: value.mac, machine: value.machine, message: `${value.template}@${value.generation} started` }),
+        ],
       },
       result: value,
     };

@@ -1,15 +1,19 @@
-// The Mage agent API. Registration (discovery) is open but rate-limited per source; everything about a
-// workflow needs that workflow's token.
+// The Mage agent API. Registration (discovery) is open but rate-limited per source. A workflow is claimed
+// once, with the token from its boot script; from then on every call about it needs the claiming Mage's own
+// secret, from the address it claimed from (docs/security.md).
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { DragonflyError } from '../schemas/errors.js';
-import { normalizeMac } from '../schemas/mac.js';
-import type { ActionReport, FinishReport, MachineRecord, RegisterRequest, RegisterResponse, Workflow } from '../schemas/types.js';
+import { isUnicastMac, normalizeMac } from '../schemas/mac.js';
+import type { DiscoveryGate } from './discovery-gate.js';
+import type { ActionReport, ClaimRequest, FinishReport, MachineRecord, RegisterRequest, RegisterResponse, Workflow } from '../schemas/types.js';
 import { validateDefinition } from '../schemas/validate.js';
 import { machineKey, workflowKey } from '../store/keys.js';
 import { bootFateFor } from './fate.js';
-import { finishWorkflow, recordHardware, reportAction, startWorkflow, WorkflowStateError } from './observe.js';
+import { publicWorkflow } from './public.js';
+import { claimWorkflow, finishWorkflow, recordHardware, reportAction, WorkflowClaimedError, WorkflowStateError } from './observe.js';
 import type { BootServerDeps } from './server.js';
-import { verifyWorkflowToken } from './tokens.js';
+import { bearerToken } from './auth.js';
+import { claimSecretMatches, secretSha256, verifyWorkflowToken } from './tokens.js';
 import { MachineWaiters } from './waiters.js';
 
 const WORKFLOW_ID = /^wf-[a-z0-9-]{1,80}$/;
@@ -17,9 +21,16 @@ const POLL_SECONDS = 10;
 /** A held registration looks at the record again this often, in case a wake-up was missed (see MachineWaiters). */
 const RECHECK_MS = 5_000;
 
-function bearer(req: FastifyRequest): string | undefined {
-  const h = req.headers.authorization;
-  return typeof h === 'string' && h.startsWith('Bearer ') ? h.slice(7).trim() : undefined;
+const bearer = bearerToken;
+
+/** The workflow's token opens it only while nobody has claimed it. */
+function claimable(wf: Workflow | undefined): boolean {
+  return wf !== undefined && wf.state === 'pending' && !wf.claim;
+}
+
+/** The caller is the Mage that claimed `wf`: its secret, from its address. */
+function isClaimant(wf: Workflow | undefined, req: FastifyRequest): boolean {
+  return wf?.claim !== undefined && wf.claim.ip === req.ip && claimSecretMatches(wf.claim.secretSha256, bearer(req));
 }
 
 function check<T>(def: string, body: unknown): T {
@@ -40,14 +51,21 @@ function withServerUrl<T>(value: T, url: string): T {
   return value;
 }
 
-export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps }> = async (app, { deps }) => {
-  const authorize = (req: FastifyRequest<{ Params: { id: string } }>): string => {
+export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps; gate: DiscoveryGate }> = async (app, { deps, gate }) => {
+  const readWorkflow = (id: string) => deps.store.read((s) => s.get<Workflow>(workflowKey(id))?.value);
+  /** Calls about a claimed workflow: only its claimant. The token alone is refused, whoever sends it. */
+  const authorize = async (req: FastifyRequest<{ Params: { id: string } }>): Promise<string> => {
     const id = req.params.id;
     if (!WORKFLOW_ID.test(id)) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
-    if (!verifyWorkflowToken(deps.secret, id, bearer(req))) throw new DragonflyError('DF_ERR_UNAUTHORIZED', 'this call needs the workflow token');
-    return id;
+    const wf = await readWorkflow(id);
+    if (isClaimant(wf, req)) return id;
+    if (wf?.claim && verifyWorkflowToken(deps.secret, id, bearer(req))) {
+      throw new DragonflyError('DF_ERR_WORKFLOW_CLAIMED', `workflow ${id} was claimed by another Mage; its token alone is refused`);
+    }
+    throw new DragonflyError('DF_ERR_UNAUTHORIZED', 'this call needs the secret of the Mage that claimed the workflow, from its address');
   };
   const ended = (e: unknown): never => {
+    if (e instanceof WorkflowClaimedError) throw new DragonflyError('DF_ERR_WORKFLOW_CLAIMED', e.message);
     if (e instanceof WorkflowStateError) throw new DragonflyError('DF_ERR_WORKFLOW_ENDED', e.message, { state: e.workflow.state });
     throw e;
   };
@@ -62,17 +80,33 @@ export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps }> = async (
     async (req, reply): Promise<RegisterResponse> => {
       const body = check<RegisterRequest>('RegisterRequest', req.body);
       const mac = normalizeMac(body.mac)!;
-      let rec: MachineRecord = await recordHardware(deps.store, mac, body.hardware, req.ip);
+      if (!isUnicastMac(mac)) throw new DragonflyError('DF_ERR_BAD_MAC', 'not the address of a NIC (all zeros, broadcast or multicast)');
+      const known = await deps.store.read((s) => s.get<MachineRecord>(machineKey(mac))?.value);
+      if (!known) {
+        // A new MAC through the agent API takes from the same discovery budget as one through PXE.
+        const verdict = gate.admit(req.ip);
+        if (verdict !== 'ok') {
+          gate.stray(mac, req.ip);
+          if (verdict === 'full') throw new DragonflyError('DF_ERR_DISCOVERY_FULL', 'the store holds its maximum of Discovered machines; this MAC is not recorded');
+          throw new DragonflyError('DF_ERR_RATE_LIMITED', 'too many new MACs from this address; this one is not recorded');
+        }
+      }
+      // A report counts as the machine's hardware only from the Mage that claimed one of its workflows.
+      const current = known?.workflow ? await readWorkflow(known.workflow) : undefined;
+      const verified = current?.mac === mac && isClaimant(current, req);
+      let rec: MachineRecord = await recordHardware(deps.store, mac, body.hardware, req.ip, { verified });
       const answer = async (held: boolean): Promise<RegisterResponse> => {
-        const wf = rec.workflow ? await deps.store.read((s) => s.get<Workflow>(workflowKey(rec.workflow!))?.value) : undefined;
+        const wf = rec.workflow ? await readWorkflow(rec.workflow) : undefined;
         const fate = bootFateFor(rec, wf);
         // After a held wait Mage asks again at once; it sleeps pollSeconds only between short polls.
         const base = { mac, name: rec.name ?? rec.memorableName, memorableName: rec.memorableName, trusted: rec.phase !== 'Discovered', pollSeconds: held ? 0 : POLL_SECONDS };
         if (fate.kind === 'imaging') {
-          // Mage booted for this very workflow carries its token; otherwise the machine must PXE boot again
-          // to receive the imaging script (registration is open, so it never hands out tokens).
-          const booted = body.workflow === fate.workflow && verifyWorkflowToken(deps.secret, fate.workflow, bearer(req));
-          return booted ? { ...base, instruction: 'run', workflow: fate.workflow } : { ...base, instruction: 'reboot' };
+          // Mage booted for this very workflow carries its token (unclaimed) or is its claimant; otherwise an
+          // unclaimed workflow needs a PXE boot for the imaging script (registration never hands out tokens),
+          // and a workflow another Mage claimed leaves this one waiting until it ends.
+          const booted = body.workflow === fate.workflow && ((claimable(wf) && verifyWorkflowToken(deps.secret, fate.workflow, bearer(req))) || isClaimant(wf, req));
+          if (booted) return { ...base, instruction: 'run', workflow: fate.workflow };
+          return claimable(wf) ? { ...base, instruction: 'reboot' } : { ...base, instruction: 'wait' };
         }
         if (fate.kind === 'localboot') return { ...base, instruction: 'localboot' };
         return { ...base, instruction: 'wait' };
@@ -95,15 +129,28 @@ export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps }> = async (
     },
   );
 
-  app.get<{ Params: { id: string } }>('/api/v1/agent/workflows/:id', async (req) => {
-    const id = authorize(req);
-    const wf = await startWorkflow(deps.store, id).catch(ended);
+  // The claim: the token from the boot script, once, while the workflow is pending; the body carries the
+  // Mage's own secret, which every later call presents instead.
+  app.post<{ Params: { id: string } }>('/api/v1/agent/workflows/:id/claim', async (req) => {
+    const id = req.params.id;
+    if (!WORKFLOW_ID.test(id)) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
+    if (!verifyWorkflowToken(deps.secret, id, bearer(req))) throw new DragonflyError('DF_ERR_UNAUTHORIZED', 'a claim needs the workflow token from the boot script');
+    const body = check<ClaimRequest>('ClaimRequest', req.body);
+    const wf = await claimWorkflow(deps.store, id, { secretSha256: secretSha256(body.secret), ip: req.ip }).catch(ended);
     if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
-    return withServerUrl(wf, deps.serverUrl);
+    req.log.info({ workflow: id, mac: wf.mac, ip: req.ip }, 'workflow claimed');
+    return withServerUrl(publicWorkflow(wf), deps.serverUrl);
+  });
+
+  app.get<{ Params: { id: string } }>('/api/v1/agent/workflows/:id', async (req) => {
+    const id = await authorize(req);
+    const wf = await readWorkflow(id);
+    if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
+    return withServerUrl(publicWorkflow(wf), deps.serverUrl);
   });
 
   app.post<{ Params: { id: string; index: string } }>('/api/v1/agent/workflows/:id/actions/:index', async (req) => {
-    const id = authorize(req);
+    const id = await authorize(req);
     const index = Number(req.params.index);
     if (!Number.isInteger(index) || index < 0 || index > 1000) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such action');
     const report = check<ActionReport>('ActionReport', req.body);
@@ -113,7 +160,7 @@ export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps }> = async (
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/agent/workflows/:id/finish', async (req) => {
-    const id = authorize(req);
+    const id = await authorize(req);
     const report = check<FinishReport>('FinishReport', req.body);
     const wf = await finishWorkflow(deps.store, id, report).catch(ended);
     if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');

@@ -1,12 +1,12 @@
 // GET /boot.ipxe and GET /boot/:mac: the server decides each machine's fate from its MAC.
 import type { FastifyPluginAsync } from 'fastify';
-import { normalizeMac } from '../schemas/mac.js';
+import { isUnicastMac, normalizeMac } from '../schemas/mac.js';
 import type { MachineRecord, Workflow } from '../schemas/types.js';
 import { machineKey, workflowKey } from '../store/keys.js';
 import type { Snapshot } from '../store/store.js';
 import { bootFateFor } from './fate.js';
 import { bootScriptFor, entryScript } from './ipxe.js';
-import { WindowLimiter } from './limiter.js';
+import type { DiscoveryGate } from './discovery-gate.js';
 import type { BootMetrics } from './metrics.js';
 import { recordSeen } from './observe.js';
 import { SeenBatch } from './seen-batch.js';
@@ -17,9 +17,11 @@ const ARCH = /^[a-z0-9_]{1,16}$/;
 const PLATFORM = /^[a-z]{1,8}$/;
 const UUID = /^[0-9a-fA-F-]{32,36}$/;
 
-export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: BootMetrics }> = async (app, { deps, metrics }) => {
+export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: BootMetrics; gate: DiscoveryGate; storeErrors: (err: unknown) => void }> = async (
+  app,
+  { deps, metrics, gate, storeErrors },
+) => {
   const entry = entryScript(deps.serverUrl);
-  const discoveryLimit = new WindowLimiter(deps.discoveryPerMinute ?? 60);
   const seen = new SeenBatch(deps.store, 1000, (err) => app.log.warn({ err }, 'could not record seen-times'));
   app.addHook('onClose', async () => seen.close());
 
@@ -31,6 +33,7 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
     // Any case, ':' or '-' (iPXE's ${mac:hexhyp}); anything else is refused and never echoed.
     const mac = normalizeMac(req.params.mac);
     if (!mac) return reply.code(400).send(errorBody('DF_ERR_BAD_MAC', 'not a MAC address'));
+    if (!isUnicastMac(mac)) return reply.code(400).send(errorBody('DF_ERR_BAD_MAC', 'not the address of a NIC (all zeros, broadcast or multicast)'));
     const q = req.query ?? {};
     const platform = q.platform && PLATFORM.test(q.platform) ? q.platform : undefined;
 
@@ -52,8 +55,14 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
         ...(q.uuid && UUID.test(q.uuid) ? { uuid: q.uuid.toLowerCase() } : {}),
       };
       if (!rec) {
-        const created = await recordSeen(deps.store, mac, info, { createAllowed: discoveryLimit.take(req.ip) });
-        if (created.created) req.log.info({ mac, name: created.record?.memorableName, ip: req.ip }, 'machine discovered');
+        // Over the budget: remembered in memory, not committed; the machine still gets its discovery script.
+        const verdict = gate.admit(req.ip);
+        if (verdict !== 'ok') gate.stray(mac, req.ip);
+        else {
+          // A store that cannot be written (disk full) must not keep a machine from booting Mage.
+          const created = await recordSeen(deps.store, mac, info).catch((err: unknown) => (storeErrors(err), undefined));
+          if (created?.created) req.log.info({ mac, name: created.record?.memorableName, ip: req.ip }, 'machine discovered');
+        }
       } else {
         seen.add({ mac, lastSeen: new Date().toISOString(), ...info });
       }
@@ -66,7 +75,9 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
       mac,
       ...(rec ? { name: rec.name ?? rec.memorableName } : {}),
       ...(platform ? { platform } : {}),
-      ...(fate.kind === 'imaging' ? { token: workflowToken(deps.secret, fate.workflow) } : {}),
+      // The token opens a workflow only until a Mage claims it; after the claim the script carries none, so
+      // naming the MAC gets an attacker nothing (docs/security.md).
+      ...(fate.kind === 'imaging' && wf?.state === 'pending' && !wf.claim ? { token: workflowToken(deps.secret, fate.workflow) } : {}),
       ...(deps.kernelArgs ? { kernelArgs: deps.kernelArgs } : {}),
     });
     return reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').send(script);

@@ -13,6 +13,10 @@ import { apiRoutes } from './routes-api.js';
 import { webhookRoutes } from './routes-webhooks.js';
 import type { WebhookEvent } from './webhooks.js';
 import { expireWorkflows } from './timeouts.js';
+import { requireRole } from './auth.js';
+import { guardConnections, type ConnectionGuardOptions } from './connection-guard.js';
+import { DiscoveryGate } from './discovery-gate.js';
+import { EventHub, type EventHubOptions } from './event-hub.js';
 
 export interface BootServerDeps {
   store: Store;
@@ -24,8 +28,16 @@ export interface BootServerDeps {
   mageDir?: string;
   /** iPXE binaries (Debian's ipxe package: /usr/lib/ipxe). */
   ipxeDir?: string;
-  /** Bearer token for admin calls; without one, every admin call is refused. */
+  /** Bearer token for admin calls (and reads); without one, every admin call is refused. */
   apiToken?: string;
+  /** Bearer token for the read API only (machines, workflows, events, metrics). */
+  readToken?: string;
+  /** Bounds of the event stream (boot/event-hub.ts). */
+  events?: EventHubOptions;
+  /** Connection caps and timeouts of the HTTP server (boot/connection-guard.ts). */
+  connections?: Omit<ConnectionGuardOptions, 'log'>;
+  /** Discovered machines (seen, not in git) the store may hold; new MACs beyond it are not recorded (default 10,000). */
+  maxDiscovered?: number;
   /** Extra kernel arguments for Mage. */
   kernelArgs?: string;
   /** New MACs recorded per source address per minute (default 60). */
@@ -48,9 +60,14 @@ export interface BootServerDeps {
 }
 
 /** The JSON body of every API error. */
-export function errorBody(code: keyof typeof ERRORS, message: string) {
-  return { error: { code, message, hint: ERRORS[code].hint } };
+export function errorBody(code: keyof typeof ERRORS, message: string, hint: string = ERRORS[code].hint) {
+  return { error: { code, message, hint } };
 }
+
+/** For 4xx errors that are not about an agent body: the request line or headers. */
+const REQUEST_HINT = "check the request's method, URL and headers (docs/api.md)";
+/** A full disk is logged at most this often: every request would otherwise log it. */
+const STORE_FULL_LOG_MS = 60_000;
 
 export function validateServerUrl(url: string): string {
   let u: URL;
@@ -75,7 +92,29 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
     return503OnClosing: true,
     // Two log lines per PXE request would drown what matters; routes log what happened instead.
     logController: new LogController({ disableRequestLogging: true }),
+    // A malformed URL (bad percent-encoding…) is answered in our format and never echoed.
+    frameworkErrors: (_err, _req, reply) => {
+      void (reply as unknown as { code(n: number): { send(b: unknown): unknown } }).code(400).send(errorBody('DF_ERR_BAD_REQUEST', 'malformed URL', REQUEST_HINT));
+    },
   });
+  // Before anything listens: half-open connections from the boot network must not exhaust descriptors.
+  const guard = guardConnections(app.server, { ...deps.connections, log: app.log });
+  let storeFullLogged = 0;
+  let storeFullSince = 0;
+  /** A store write failed: a full disk is rate-limited in the log and surfaces in /healthz; the rest is thrown on. */
+  const storeErrors = (err: unknown) => {
+    if (isDragonflyError(err) && err.code === 'DF_ERR_STORE_FULL') {
+      const now = Date.now();
+      storeFullSince++;
+      if (now - storeFullLogged >= STORE_FULL_LOG_MS) {
+        app.log.error({ code: err.code, refusedWrites: storeFullSince }, err.message);
+        storeFullLogged = now;
+        storeFullSince = 0;
+      }
+      return;
+    }
+    app.log.error({ err }, 'store write failed');
+  };
   const metrics = createMetrics(deps.store, deps.tftpStats);
 
   // A callback hook, not an async one: it runs on every PXE request.
@@ -86,11 +125,19 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
 
   // Errors a client caused are 4xx with a code; anything else is ours: 500, logged, never echoed.
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: unknown }, req, reply) => {
-    if (isDragonflyError(err)) return reply.code(err.status).send({ error: err.toJSON() });
+    if (isDragonflyError(err)) {
+      if (err.code === 'DF_ERR_STORE_FULL') storeErrors(err);
+      return reply.code(err.status).send({ error: err.toJSON() });
+    }
     const status = err.statusCode ?? 500;
     if (status === 429) return reply.code(429).send(errorBody('DF_ERR_RATE_LIMITED', 'too many requests from this address'));
     if (status === 413) return reply.code(413).send(errorBody('DF_ERR_BAD_REQUEST', 'request body too large'));
-    if (status >= 400 && status < 500) return reply.code(status).send(errorBody('DF_ERR_BAD_REQUEST', 'malformed request'));
+    // A refused path (traversal, dotfiles) is just not found: nothing to learn about the tree.
+    if (status === 403 || status === 404) return reply.code(404).send(errorBody('DF_ERR_NOT_FOUND', 'no such resource'));
+    if (err.validation !== undefined || err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (err as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+      return reply.code(status).send(errorBody('DF_ERR_BAD_REQUEST', 'malformed request body'));
+    }
+    if (status >= 400 && status < 500) return reply.code(status).send(errorBody('DF_ERR_BAD_REQUEST', 'malformed request', REQUEST_HINT));
     req.log.error({ err }, 'request failed');
     return reply.code(500).send({ error: { code: 'DF_ERR_INTERNAL', message: 'internal error' } });
   });
@@ -124,12 +171,38 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
     app.addHook('onClose', async () => clearInterval(sweeper));
   }
 
-  app.get('/healthz', async () => ({ ok: true, revision: await deps.store.read((s) => s.revision) }));
-  app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+  const gate = new DiscoveryGate(deps.store, { perMinute: deps.discoveryPerMinute ?? 60, maxDiscovered: deps.maxDiscovered ?? 10_000 });
+  const hub = new EventHub(deps.store, deps.events ?? {});
+  app.addHook('onReady', async () => {
+    await gate.start();
+    await hub.start();
+  });
+  app.addHook('preClose', async () => {
+    gate.close();
+    hub.close();
+  });
 
-  await app.register(bootRoutes, { deps: { ...deps, serverUrl }, metrics });
-  await app.register(agentRoutes, { deps: { ...deps, serverUrl } });
-  await app.register(apiRoutes, { deps });
+  // Open: says only whether this server can do its job (a load balancer asks it), nothing about machines.
+  app.get('/healthz', async (_req, reply) => {
+    const store = deps.store.health();
+    const body = { ok: store.writable, revision: await deps.store.read((s) => s.revision), store: store.writable ? 'writable' : 'not writable', ...(store.reason ? { reason: store.reason } : {}) };
+    return reply.code(store.writable ? 200 : 503).send(body);
+  });
+  app.get('/metrics', async (req, reply) => {
+    requireRole(req, deps, 'read');
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  metrics.gauge('dragonfly_http_connections', 'Open HTTP connections', () => guard.stats().open);
+  metrics.gauge('dragonfly_http_connections_refused', 'HTTP connections refused over the total or per-address cap (counter since start)', () => guard.stats().refused);
+  metrics.gauge('dragonfly_http_connections_timed_out', 'HTTP connections closed for sending no request in time (counter since start)', () => guard.stats().timedOut);
+  metrics.gauge('dragonfly_event_streams', 'Open event streams (GET /api/v1/events)', () => hub.streams);
+  metrics.gauge('dragonfly_event_streams_dropped', 'Event streams closed because the client did not read (counter since start)', () => hub.dropped);
+  metrics.gauge('dragonfly_discovered_machines', 'Machines in phase Discovered (seen, not in git)', () => gate.discoveredCount);
+  metrics.gauge('dragonfly_discovery_refused_macs', 'New MACs seen over the discovery budget, remembered in memory only', () => gate.strayCount);
+
+  await app.register(bootRoutes, { deps: { ...deps, serverUrl }, metrics, gate, storeErrors });
+  await app.register(agentRoutes, { deps: { ...deps, serverUrl }, gate });
+  await app.register(apiRoutes, { deps, hub });
   await app.register(webhookRoutes, { deps });
   return app;
 }

@@ -1,6 +1,6 @@
 // Per-workflow tokens: HMAC-SHA256(server secret, workflow id). Nothing to store per workflow, and a
 // token is useless for any other workflow or server. The secret lives in the state directory.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DragonflyError } from '../schemas/errors.js';
@@ -69,6 +69,17 @@ export function verifyWorkflowToken(secret: Buffer, workflowId: string, presente
   if (!presented || !/^[0-9a-f]{64}$/.test(presented)) return false;
   const expected = Buffer.from(workflowToken(secret, workflowId), 'hex');
   return timingSafeEqual(expected, Buffer.from(presented, 'hex'));
+}
+
+/** What the server keeps of a Mage's claim secret. */
+export function secretSha256(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+/** Constant-time check of a presented claim secret against the stored hash. */
+export function claimSecretMatches(storedSha256: string, presented: string | undefined): boolean {
+  if (!presented || !/^[0-9a-f]{64}$/.test(presented)) return false;
+  return timingSafeEqual(Buffer.from(storedSha256, 'hex'), Buffer.from(secretSha256(presented), 'hex'));
 }
 
 /** Constant-time comparison of two secrets of any length (API bearer tokens). */

@@ -1,5 +1,6 @@
 // The Mage agent: register the hardware, follow the server's instruction, run the workflow it was
 // booted for, report progress, and keep going through network failures and server restarts.
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import type { ActionReport, HardwareReport, RegisterResponse, Workflow } from '../schemas/types.js';
 import type { FastTrack } from './fast-track.js';
@@ -32,7 +33,11 @@ export interface AgentOptions {
   signal?: AbortSignal;
 }
 
-export class AgentError extends Error {}
+export class AgentError extends Error {
+  constructor(message: string, readonly status?: number, readonly code?: string) {
+    super(message);
+  }
+}
 class Stopped extends Error {}
 
 /** Every call gives up after this long (then retries): a server that vanished without a FIN must not hang Mage. */
@@ -74,7 +79,15 @@ async function call<T>(opts: AgentOptions, method: 'GET' | 'POST', path: string,
       });
       const text = await res.text();
       if (res.status >= 500 || res.status === 429) throw new Error(`HTTP ${res.status}`);
-      if (!res.ok) throw new AgentError(`${method} ${path}: HTTP ${res.status}: ${text.slice(0, 500)}`);
+      if (!res.ok) {
+        let code: string | undefined;
+        try {
+          code = (JSON.parse(text) as { error?: { code?: string } }).error?.code;
+        } catch {
+          // not our error format
+        }
+        throw new AgentError(`${method} ${path}: HTTP ${res.status}: ${text.slice(0, 500)}`, res.status, code);
+      }
       return JSON.parse(text) as T;
     } catch (e) {
       if (e instanceof AgentError) throw e;
@@ -95,6 +108,10 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
   let workflow = opts.workflow;
   let token = opts.token;
   let fastTracked = false;
+  // This Mage's own secret: the claim binds the workflow to it, and every later call presents it instead of
+  // the token (which anyone who names the MAC could have read from the boot script before the claim).
+  const secret = randomBytes(32).toString('hex');
+  let claimed: string | undefined;
   // Long poll unless the caller polls at its own pace: the server answers a waiting machine as soon as git decides its fate.
   const waitSeconds = opts.pollMs === undefined ? (opts.waitSeconds ?? 25) : 0;
   // The first registration of a boot is answered at once, so the console shows the name and instruction
@@ -104,9 +121,11 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
     const hardware = await opts.inventory();
     const hold = waited && waitSeconds > 0;
     const request = { mac: opts.mac, hardware, ...(workflow && !ran ? { workflow } : {}), ...(hold ? { waitSeconds } : {}) };
+    // After the claim, the secret: it makes this report the machine's verified hardware.
+    const credential = claimed ? secret : ran ? undefined : token;
     let reg: RegisterResponse;
     try {
-      reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', request, ran ? undefined : token, { timeoutMs: (hold ? waitSeconds * 1000 : 0) + CALL_TIMEOUT_MS, stoppable: true });
+      reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', request, credential, { timeoutMs: (hold ? waitSeconds * 1000 : 0) + CALL_TIMEOUT_MS, stoppable: true });
     } catch (e) {
       if (e instanceof Stopped) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
       throw e;
@@ -133,16 +152,29 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
       await sleep(opts.pollMs ?? (waitSeconds ? 1 : reg.pollSeconds) * 1000);
       continue;
     }
-    // run: the workflow this Mage was booted for.
+    // run: the workflow this Mage was booted for. Claim it (once), or read it again as its claimant.
     const id = reg.workflow!;
-    const wf = await call<Workflow>(opts, 'GET', `/api/v1/agent/workflows/${id}`, undefined, token);
+    let wf: Workflow;
+    try {
+      wf = claimed === id ? await call<Workflow>(opts, 'GET', `/api/v1/agent/workflows/${id}`, undefined, secret) : await call<Workflow>(opts, 'POST', `/api/v1/agent/workflows/${id}/claim`, { secret }, token);
+    } catch (e) {
+      if (!(e instanceof AgentError) || e.code !== 'DF_ERR_WORKFLOW_CLAIMED') throw e;
+      // Someone else claimed it first. Nothing of this Mage's writes to the disk; the operator sees the claim.
+      opts.log?.(`workflow ${id} was claimed by another Mage before this one: not running it; waiting (see the workflow.claimed event)`);
+      workflow = undefined;
+      token = undefined;
+      waited = true;
+      await sleep(opts.pollMs ?? 1000);
+      continue;
+    }
+    claimed = id;
     outcome = await runWorkflow(wf, {
       disk: opts.disk ?? wf.disk ?? '',
       dryRunKexec: opts.dryRunKexec ?? false,
-      report: (index: number, report: ActionReport) => call(opts, 'POST', `/api/v1/agent/workflows/${id}/actions/${index}`, report, token).then(() => undefined),
+      report: (index: number, report: ActionReport) => call(opts, 'POST', `/api/v1/agent/workflows/${id}/actions/${index}`, report, secret).then(() => undefined),
       log: (line) => opts.log?.(line),
     });
-    await call(opts, 'POST', `/api/v1/agent/workflows/${id}/finish`, outcome.ok ? { state: 'succeeded' } : { state: 'failed', error: outcome.error }, token);
+    await call(opts, 'POST', `/api/v1/agent/workflows/${id}/finish`, outcome.ok ? { state: 'succeeded' } : { state: 'failed', error: outcome.error }, secret);
     opts.log?.(outcome.ok ? `workflow ${id} succeeded` : `workflow ${id} failed: ${outcome.error}`);
     ran = true;
   }

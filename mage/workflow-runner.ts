@@ -1,6 +1,9 @@
 // Runs a workflow's actions in order on the install disk, reporting each action's progress. The first
-// failure stops the workflow with a message that says what failed; nothing is swallowed.
+// failure stops the workflow with a message that says what failed; nothing is swallowed. Before the first
+// action, the install disk must be the one the workflow was planned for (disk-identity.ts).
+import { isDragonflyError, type ErrorCode } from '../schemas/errors.js';
 import type { ActionReport, Workflow } from '../schemas/types.js';
+import { verifyInstallDisk } from './disk-identity.js';
 import { diskSize, isBlockDevice, partitionLocation } from './disk-layout.js';
 import { runImage2Disk, type Compression } from './actions/image2disk.js';
 import { runKexec, type KexecParams } from './actions/kexec.js';
@@ -11,15 +14,39 @@ import { parseSize } from '../schemas/formats.js';
 export interface RunnerContext {
   /** The install disk (the workflow's, or --disk for local runs). */
   disk: string;
+  /**
+   * Where /sys and /dev are read to check the install disk's identity: '/' (the default) on a machine; in
+   * tests a fixture tree whose dev/ holds disk images standing in for the block devices.
+   */
+  sysRoot?: string;
   /** kexec prints its commands instead of running them. */
   dryRunKexec: boolean;
   report(index: number, report: ActionReport): Promise<void>;
   log(line: string): void;
 }
 
-export type RunOutcome = { ok: true; kexec?: string[][] } | { ok: false; error: string };
+export type RunOutcome = { ok: true; kexec?: string[][] } | { ok: false; error: string; code?: ErrorCode };
 
-export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk'>, outer: RunnerContext): Promise<RunOutcome> {
+/**
+ * Whether this run may write its disk: with the workflow's own disk, only when it is the disk the workflow
+ * was planned for. A disk that differs from the workflow's (--disk, a disk image in tests) is the operator's
+ * explicit choice and is not checked.
+ */
+async function checkInstallDisk(wf: Pick<Workflow, 'disk' | 'diskIdentity'>, ctx: RunnerContext): Promise<void> {
+  if (!wf.diskIdentity) {
+    ctx.log(`install disk ${ctx.disk}: the workflow carries no disk identity to check it against`);
+    return;
+  }
+  if (ctx.disk !== '' && ctx.disk !== wf.disk) {
+    ctx.log(`install disk ${ctx.disk}: chosen by the operator instead of the workflow's ${wf.disk ?? '(none)'}; its identity is not checked`);
+    return;
+  }
+  const found = await verifyInstallDisk(ctx.disk, wf.diskIdentity, ctx.sysRoot ?? '/');
+  const { sizeBytes, serial, wwn } = found.identity;
+  ctx.log(`install disk ${ctx.disk} is the planned disk: ${sizeBytes} bytes${serial ? `, serial ${serial}` : ''}${wwn ? `, wwn ${wwn}` : ''}`);
+}
+
+export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk' | 'diskIdentity'>, outer: RunnerContext): Promise<RunOutcome> {
   let kexec: string[][] | undefined;
   // Reports go out one at a time, in order: a late progress report must never land after "succeeded".
   let chain: Promise<void> = Promise.resolve();
@@ -35,6 +62,12 @@ export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk
   };
   // Progress is best effort: a lost progress report is logged, never fatal.
   const progress = (index: number, report: ActionReport) => void ctx.report(index, report).catch((e: unknown) => ctx.log(`progress report lost: ${(e as Error).message}`));
+  // Before the first action starts: a disk that is not the planned one is never touched.
+  try {
+    await checkInstallDisk(wf, ctx);
+  } catch (e) {
+    return { ok: false, error: (e as Error).message, ...(isDragonflyError(e) ? { code: e.code } : {}) };
+  }
   for (const [index, step] of wf.actions.entries()) {
     const label = `${step.action} (action ${index + 1} of ${wf.actions.length})`;
     await ctx.report(index, { state: 'running', percent: 0, message: `${label} started` });
@@ -93,7 +126,7 @@ export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk
     } catch (e) {
       const error = `${label} failed: ${(e as Error).message}`;
       await ctx.report(index, { state: 'failed', message: error }).catch(() => undefined);
-      return { ok: false, error };
+      return { ok: false, error, ...(isDragonflyError(e) ? { code: e.code } : {}) };
     }
   }
   return kexec ? { ok: true, kexec } : { ok: true };

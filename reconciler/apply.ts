@@ -202,6 +202,7 @@ export function planTransaction(plan: Plan, observed: Observed, ctx: ApplyContex
           state: 'pending',
           reimage: intent.reimage,
           ...(intent.disk ? { disk: intent.disk } : {}),
+          ...(intent.diskIdentity ? { diskIdentity: intent.diskIdentity } : {}),
           ...(intent.image ? { image: intent.image as Workflow['image'] } : {}),
           ...(intent.timeoutSeconds ? { timeoutSeconds: intent.timeoutSeconds } : {}),
           createdAt: now,

@@ -234,7 +234,8 @@ describe('ObservedCache', () => {
         return fn({
           revision: frozen.revision,
           get: <T>(key: string) => byKey.get(key) as Versioned<T> | undefined,
-          list: <T>(prefix: string) => frozen.all.filter((v) => v.key.startsWith(prefix)) as Versioned<T>[],
+          list: <T>(prefix: string, page: { after?: string; limit?: number } = {}) =>
+            frozen.all.filter((v) => v.key.startsWith(prefix) && (page.after === undefined || v.key > page.after)).slice(0, page.limit) as Versioned<T>[],
         });
       },
       commit: (txn) => lmdb.commit(txn),

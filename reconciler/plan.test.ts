@@ -69,6 +69,8 @@ function intentFor(n: number, disk: string, extra: { generation?: number; reimag
     generation: extra.generation ?? 1,
     reimage: extra.reimage ?? false,
     disk,
+    // What the hardware report says of that disk (test-builders: blank/used hardware), for Mage to check.
+    diskIdentity: { sizeBytes: { '/dev/nvme0n1': 500 * GB, '/dev/sda': 2000 * GB }[disk]! },
     image: { ...UBUNTU_IMAGE },
     timeoutSeconds: 1800,
     actions: [
@@ -304,6 +306,27 @@ describe('planFleet: provisioning', () => {
     const fleet = webFleet([web(1, { disk: '/dev/sda' })]);
     const p = plan(fleet, buildObserved({ machines: [registered(fleet, 'web-01', { hardware: blankHardware(macOf(1)), modRevision: 3 })] }));
     expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/sda') }]);
+  });
+
+  it("carries the install disk's serial and WWN from the report, so Mage can refuse another disk", () => {
+    const fleet = webFleet([web(1)]);
+    const hw = hardware([disk('nvme0n1', 500 * GB, { serial: 'S4EWNX0N123', wwn: 'eui.002538591150a1b2' }), disk('sda', 4000 * GB, { rotational: true, serial: 'ZL2ABCD' })], [macOf(1)]);
+    const p = plan(fleet, buildObserved({ machines: [registered(fleet, 'web-01', { hardware: hw, modRevision: 3 })] }));
+    expect(p.changes[0]!.workflow!.diskIdentity).toEqual({ sizeBytes: 500 * GB, serial: 'S4EWNX0N123', wwn: 'eui.002538591150a1b2' });
+  });
+
+  // The attack: a forged report (no claimed workflow's secret) names the 4 TB data disk as the only one.
+  it('an unverified hardware report is drift, and the plan keeps using the stored report', () => {
+    const fleet = webFleet([web(1)]);
+    const forged = hardware([disk('sdb', 4000 * GB, { serial: 'DATA-DISK' })], [macOf(1)]);
+    const rec = registered(fleet, 'web-01', { hardware: blankHardware(macOf(1)), modRevision: 3 });
+    const p = plan(fleet, buildObserved({ machines: [{ ...rec, unverifiedHardware: { hardware: forged, at: SEEN_AT, ip: '10.6.6.6' } }] }));
+    expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/nvme0n1') }]);
+    expect(p.notes).toContainEqual({
+      kind: 'drift',
+      machine: ref(1),
+      message: `an unverified hardware report (1 disks, from 10.6.6.6 at ${SEEN_AT}) differs from the stored one; plans use the stored one until a Mage that claimed a workflow reports`,
+    });
   });
 
   it('skips disks smaller than the image when choosing', () => {

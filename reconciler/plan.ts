@@ -67,7 +67,10 @@ function workflowIntent(
   t: FleetTemplate,
   disk: string,
   reimage: boolean,
+  hw: HardwareReport,
 ): WorkflowIntent {
+  // Mage checks the disk it is about to write against what the report said of it (mage/disk-identity.ts).
+  const d = hw.disks.find((x) => devicePath(x) === disk);
   const ctx = {
     machine: { name: m.name, memorableName: m.memorableName, mac: m.mac, labels: m.labels },
     disk,
@@ -79,6 +82,7 @@ function workflowIntent(
     generation: a.generation,
     reimage,
     disk,
+    ...(d ? { diskIdentity: { sizeBytes: d.sizeBytes, ...(d.serial ? { serial: d.serial } : {}), ...(d.wwn ? { wwn: d.wwn } : {}) } } : {}),
     ...(t.spec.image ? { image: { ...t.spec.image } } : {}),
     timeoutSeconds: parseDuration(t.spec.timeout ?? DEFAULT_TIMEOUT),
     actions: t.spec.actions.map((action) => {
@@ -169,6 +173,15 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
         if (!reported.has(mac)) notes.push({ kind: 'drift', machine: ref, message: `NIC ${mac} from spec.macs was not in the hardware report` });
       }
     }
+    // An unauthenticated report that differs is shown, never planned with (boot/observe.ts recordHardware).
+    if (rec?.unverifiedHardware) {
+      const u = rec.unverifiedHardware;
+      notes.push({
+        kind: 'drift',
+        machine: ref,
+        message: `an unverified hardware report (${u.hardware.disks.length} disks, from ${u.ip ?? 'an unknown address'} at ${u.at}) differs from the stored one; plans use the stored one until a Mage that claimed a workflow reports`,
+      });
+    }
 
     // 3. Power: only when a driver has observed the current state, and not twice for one request.
     if (m.spec.power && rec?.observedPower && rec.observedPower !== 'unknown' && rec.observedPower !== m.spec.power) {
@@ -250,7 +263,7 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
       action: reimage ? 'reimage' : 'provision',
       machine: ref,
       reason,
-      workflow: workflowIntent(m, a, t, disk, reimage),
+      workflow: workflowIntent(m, a, t, disk, reimage, hw),
       ...(reimage ? { wipes: wipes.length > 0 ? wipes : [`${disk}: the installed ${installed?.template ?? 'system'}`] } : {}),
     });
   }

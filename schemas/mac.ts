@@ -14,3 +14,12 @@ export function normalizeMac(text: string): string | undefined {
   if (!MAC.test(text)) return undefined;
   return text.toLowerCase().replaceAll('-', ':');
 }
+
+/**
+ * Whether a normalised MAC can be a NIC's own address: not all zeros, and not a group address (the I/G bit,
+ * the low bit of the first octet, IEEE 802-2014 §8.2; ff:ff:ff:ff:ff:ff is one). Nothing else may become
+ * a machine.
+ */
+export function isUnicastMac(mac: string): boolean {
+  return mac !== '00:00:00:00:00:00' && (parseInt(mac.slice(0, 2), 16) & 1) === 0;
+}

@@ -583,6 +583,14 @@ export interface WorkflowIntent {
   generation: number;
   reimage: boolean;
   disk?: string;
+  /**
+   * What the verified (or first) hardware report said of the install disk; Mage refuses a disk that does not match.
+   */
+  diskIdentity?: {
+    sizeBytes: number;
+    serial?: string;
+    wwn?: string;
+  };
   image?: {};
   timeoutSeconds?: number;
   actions: {

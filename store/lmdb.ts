@@ -134,10 +134,14 @@ export class LmdbStore implements Store {
           const s = records.get(key, { transaction });
           return s ? toVersioned<V>(key, s) : undefined;
         },
-        list<V>(prefix: string) {
+        list<V>(prefix: string, page: { after?: string; limit?: number } = {}) {
           const out: Versioned<V>[] = [];
-          for (const { key, value } of records.getRange({ start: prefix, transaction })) {
-            if (!key.startsWith(prefix)) break;
+          const limit = page.limit ?? Number.POSITIVE_INFINITY;
+          // `after` itself is skipped: the range starts at it, inclusive.
+          const start = page.after !== undefined && page.after >= prefix ? page.after : prefix;
+          for (const { key, value } of records.getRange({ start, transaction })) {
+            if (key === page.after) continue;
+            if (!key.startsWith(prefix) || out.length >= limit) break;
             out.push(toVersioned<V>(key, value));
           }
           return out;

@@ -35,7 +35,8 @@ export interface Change {
 export interface Snapshot {
   revision: number;
   get<T>(key: string): Versioned<T> | undefined;
-  list<T>(prefix: string): Versioned<T>[];
+  /** Keys under `prefix` in key order; `after` (a full key) and `limit` read one page without the rest. */
+  list<T>(prefix: string, page?: { after?: string; limit?: number }): Versioned<T>[];
 }
 
 export interface StoreHealth {

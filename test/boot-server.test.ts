@@ -71,6 +71,13 @@ async function applyFleet(text = FLEET): Promise<string[]> {
 }
 
 const record = () => store.read((s) => s.get<MachineRecord>(machineKey(MAC))?.value);
+const READ = { authorization: 'Bearer admin-secret' };
+/** What Mage does with the token from its boot script: claim the workflow with a secret of its own. */
+const MAGE_SECRET = 'a1'.repeat(32);
+async function claim(wfId: string, secret = MAGE_SECRET) {
+  const r = await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wfId}/claim`, headers: { authorization: `Bearer ${workflowToken(SECRET, wfId)}` }, payload: { secret } });
+  return { response: r, auth: { authorization: `Bearer ${secret}` } };
+}
 
 describe('boot scripts', () => {
   it('records an unknown MAC as Discovered at once and serves discovery', async () => {
@@ -79,7 +86,7 @@ describe('boot scripts', () => {
     expect(r.body).toContain('# Dragonfly: discovery for 52:54:00:ab:cd:01');
     expect(r.body).toContain('dragonfly.url=http://10.0.0.1:8080 dragonfly.mac=52:54:00:ab:cd:01');
     expect(await record()).toEqual({ mac: MAC, memorableName: 'CensusAbleQualityParent', phase: 'Discovered', source: 'pxe' });
-    const machines = (await app.inject({ url: '/api/v1/machines' })).json();
+    const machines = (await app.inject({ url: '/api/v1/machines', headers: READ })).json().items;
     expect(machines[0]).toMatchObject({ mac: MAC, phase: 'Discovered', lastSeen: expect.any(String) });
   });
 
@@ -111,13 +118,17 @@ describe('boot scripts', () => {
     const imaging = await app.inject({ url: '/boot/52:54:00:ab:cd:01?platform=efi' });
     expect(imaging.body).toContain(`dragonfly.workflow=${wfId} dragonfly.token=${token}`);
 
-    // Booted for the workflow, with its token: run it.
-    const auth = { authorization: `Bearer ${token}` };
-    const run = await app.inject({ method: 'POST', url: '/api/v1/agent/register', headers: auth, payload: { mac: MAC, hardware: HARDWARE, workflow: wfId } });
+    // Booted for the workflow, with its token: run it, claiming it with a secret of Mage's own.
+    const run = await app.inject({ method: 'POST', url: '/api/v1/agent/register', headers: { authorization: `Bearer ${token}` }, payload: { mac: MAC, hardware: HARDWARE, workflow: wfId } });
     expect(run.json()).toMatchObject({ instruction: 'run', workflow: wfId });
-
-    const wf = (await app.inject({ url: `/api/v1/agent/workflows/${wfId}`, headers: auth })).json() as Workflow;
+    const { response, auth } = await claim(wfId!);
+    const wf = response.json() as Workflow;
     expect(wf.state).toBe('running');
+    expect(wf.claim).toEqual({ at: expect.any(String), ip: '127.0.0.1' }); // never the secret's hash
+    // After the claim the boot script carries no token, and the token alone opens nothing.
+    expect((await app.inject({ url: '/boot/52:54:00:ab:cd:01' })).body).not.toContain('dragonfly.token=');
+    expect((await app.inject({ url: `/api/v1/agent/workflows/${wfId}`, headers: { authorization: `Bearer ${token}` } })).json().error.code).toBe('DF_ERR_WORKFLOW_CLAIMED');
+    expect((await app.inject({ url: `/api/v1/agent/workflows/${wfId}`, headers: auth })).json()).toMatchObject({ id: wfId, state: 'running' });
     expect(wf.image!.url).toBe('http://10.0.0.1:8080/images/tiny.raw'); // ${server.url} filled in by the server
     expect(wf.actions.map((a) => a.params)).toEqual([{ disk: '/dev/vda' }, { partition: 1, path: '/etc/hostname', content: 'web-01\n' }]);
 
@@ -146,8 +157,7 @@ describe('boot scripts', () => {
   it('a failed workflow puts the machine in Error; it stays in Mage, never boots a half-written disk', async () => {
     await app.inject({ method: 'POST', url: '/api/v1/agent/register', payload: { mac: MAC, hardware: HARDWARE } });
     const [wfId] = await applyFleet();
-    const auth = { authorization: `Bearer ${workflowToken(SECRET, wfId!)}` };
-    await app.inject({ url: `/api/v1/agent/workflows/${wfId}`, headers: auth });
+    const { auth } = await claim(wfId!);
     const fin = await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wfId}/finish`, headers: auth, payload: { state: 'failed', error: 'sha256 mismatch: expected cd…, got 00…' } });
     expect(fin.statusCode).toBe(200);
     expect(await record()).toMatchObject({ phase: 'Error', error: 'sha256 mismatch: expected cd…, got 00…' });
@@ -191,10 +201,10 @@ describe('workflow timeouts', () => {
   it('a running workflow past its timeout is timed out, the machine goes to Error, and a late report is refused', async () => {
     await app.inject({ method: 'POST', url: '/api/v1/agent/register', payload: { mac: MAC, hardware: HARDWARE } });
     const [wfId] = await applyFleet(FLEET.replace('  actions:', '  timeout: 90s\n  actions:'));
-    const auth = { authorization: `Bearer ${workflowToken(SECRET, wfId!)}` };
     // Pending workflows do not time out: the machine has not started installing.
     expect(await expireWorkflows(store, new Date(Date.now() + 3_600_000))).toEqual([]);
-    const started = (await app.inject({ url: `/api/v1/agent/workflows/${wfId}`, headers: auth })).json() as Workflow;
+    const { response, auth } = await claim(wfId!);
+    const started = response.json() as Workflow;
     expect(started.timeoutSeconds).toBe(90);
     const startedAt = Date.parse(started.startedAt!);
     expect(await expireWorkflows(store, new Date(startedAt + 89_000))).toEqual([]);
@@ -214,10 +224,13 @@ describe('workflow timeouts', () => {
 });
 
 describe('security', () => {
-  it('workflow calls need that workflow\'s token', async () => {
+  it('a claim needs that workflow\'s token; every other call needs the claimant\'s secret', async () => {
     await app.inject({ method: 'POST', url: '/api/v1/agent/register', payload: { mac: MAC, hardware: HARDWARE } });
     const [wfId] = await applyFleet();
-    for (const headers of [{}, { authorization: 'Bearer ' + 'ab'.repeat(32) }, { authorization: `Bearer ${workflowToken(Buffer.alloc(32, 8), wfId!)}` }, { authorization: `Bearer ${workflowToken(SECRET, 'wf-other')}` }]) {
+    const token = { authorization: `Bearer ${workflowToken(SECRET, wfId!)}` };
+    for (const headers of [{}, { authorization: 'Bearer ' + 'ab'.repeat(32) }, { authorization: `Bearer ${workflowToken(Buffer.alloc(32, 8), wfId!)}` }, { authorization: `Bearer ${workflowToken(SECRET, 'wf-other')}` }, token]) {
+      // The real token may claim (below), but it is no claimant: it opens nothing else.
+      if (headers !== token) expect((await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wfId}/claim`, headers, payload: { secret: MAGE_SECRET } })).statusCode).toBe(401);
       const r = await app.inject({ url: `/api/v1/agent/workflows/${wfId}`, headers });
       expect(r.statusCode).toBe(401);
       expect(r.json().error.code).toBe('DF_ERR_UNAUTHORIZED');
@@ -266,6 +279,8 @@ describe('security', () => {
     }
     const n = await store.read((s) => s.list('machines/').length);
     expect(n).toBe(5);
+    // Nor is anything else committed for them: their sightings stay in memory.
+    expect(await store.read((s) => s.list('seen/').length)).toBe(5);
   });
 });
 
@@ -286,7 +301,8 @@ describe('files, metrics, events', () => {
 
   it('exposes Prometheus metrics: requests, boot fates, workflows by state', async () => {
     await app.inject({ url: '/boot/52:54:00:ab:cd:01' });
-    const m = (await app.inject({ url: '/metrics' })).body;
+    expect((await app.inject({ url: '/metrics' })).statusCode).toBe(401);
+    const m = (await app.inject({ url: '/metrics', headers: READ })).body;
     expect(m).toMatch(/dragonfly_boot_scripts_total\{fate="discovery"\} 1/);
     expect(m).toMatch(/dragonfly_http_requests_total\{route="\/boot\/:mac",status="200"\} 1/);
     expect(m).toMatch(/dragonfly_workflows\{state="pending"\} 0/);
@@ -295,7 +311,7 @@ describe('files, metrics, events', () => {
   it('streams machine, workflow and event changes over SSE, resumable by revision', async () => {
     const address = await app.listen({ port: 0, host: '127.0.0.1' });
     const controller = new AbortController();
-    const res = await fetch(`${address}/api/v1/events?since=0`, { signal: controller.signal });
+    const res = await fetch(`${address}/api/v1/events?since=0`, { signal: controller.signal, headers: READ });
     expect(res.headers.get('content-type')).toContain('text/event-stream');
     const reader = res.body!.getReader();
     await fetch(`${address}/boot/52:54:00:ab:cd:01`);

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { recordHardware, finishWorkflow, startWorkflow } from '../boot/observe.js';
+import { recordHardware, finishWorkflow, claimWorkflow } from '../boot/observe.js';
 import { Controller, type ControllerLog, type FleetRevision } from '../reconciler/controller.js';
 import { readObserved } from '../reconciler/observed.js';
 import { blankHardware, fleetFiles, macOf, ubuntuTemplate } from '../reconciler/test-builders.js';
@@ -130,7 +130,7 @@ describe('controller', () => {
     await controller.idle();
     const first = [...(await readObserved(store)).workflows.values()][0]!.value;
     expect(controller.current().notes.some((n) => n.kind === 'deferred')).toBe(true);
-    await startWorkflow(store, first.id);
+    await claimWorkflow(store, first.id, { secretSha256: 'a'.repeat(64), ip: '10.0.0.1' });
     await finishWorkflow(store, first.id, { state: 'succeeded' });
     await until('the second workflow', async () => (await readObserved(store)).workflows.size === 2);
     const all = [...(await readObserved(store)).workflows.values()].map((w) => w.value as Workflow);

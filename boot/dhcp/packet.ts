@@ -307,7 +307,7 @@ export interface ClientInfo {
   ndi: { type: number; major: number; minor: number } | undefined;
   /** Option 97 (RFC 4578 §2.3) when well-formed: type 0 and 16 bytes of GUID, as hex. */
   uuid: string | undefined;
-  /** Option 97 exactly as sent: PXE servers echo it even when its shape is odd. */
+  /** Option 97 exactly as sent, whatever its shape (for logs); replies echo it only when `uuid` is set. */
   uuidRaw: Buffer | undefined;
   /** Option 175, iPXE's encapsulated options (their presence says "this is iPXE"). */
   ipxe: Map<number, Buffer> | undefined;

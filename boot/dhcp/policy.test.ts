@@ -147,6 +147,34 @@ describe('which messages get an answer', () => {
   });
 });
 
+describe('option 97 (client machine identifier) is echoed only when well-formed', () => {
+  const GUID = '4c4c4544004a3910804bb2c04f4d3232';
+  const with97 = (value: Buffer, over: Parameters<typeof pxeRequest>[0] = {}) => withChanges(pxeRequest(over), { set: [[OPTION.CLIENT_UUID, value]] });
+
+  it('a DISCOVER and a 4011 REQUEST with a 200-byte option 97 are answered, without it', () => {
+    const huge = Buffer.concat([Buffer.from([0]), Buffer.alloc(199, 0x41)]);
+    const offer = onTheWire(with97(huge))!;
+    expect(offer).toMatchObject({ type: MESSAGE_TYPE.OFFER, bootfile: 'undionly.kpxe', uuid: undefined });
+    const ack = onTheWire(with97(huge, { type: MESSAGE_TYPE.REQUEST, ciaddr: '10.0.0.50' }), CONFIG, { port: 'pxe', mode: 'proxy' })!;
+    expect(ack).toMatchObject({ type: MESSAGE_TYPE.ACK, bootfile: 'undionly.kpxe', uuid: undefined });
+  });
+
+  it('4 KiB of option 97 in RFC 3396 instances does not make the reply outgrow the 576 bytes every client accepts', () => {
+    const request = with97(Buffer.concat([Buffer.from([0]), Buffer.alloc(4095, 0x42)]));
+    expect(decodePacket(encodePacket(request))).toMatchObject({ ok: true }); // it really is one 4 KiB option on the wire
+    const reply = encodePacket(answerFor(request, CONFIG)!.packet);
+    expect(reply.length).toBeLessThanOrEqual(576);
+    expect(onTheWire(request)?.uuid).toBeUndefined();
+  });
+
+  it('omits every other misshapen 97 (RFC 4578 §2.3: type 0 and 16 bytes), echoes the well-formed one byte for byte', () => {
+    for (const bad of ['', '00', GUID, '01' + GUID, '00' + GUID + '00']) {
+      expect(onTheWire(with97(Buffer.from(bad, 'hex')))?.uuid, `option 97 = ${bad || '(empty)'}`).toBeUndefined();
+    }
+    expect(onTheWire(with97(Buffer.from('00' + GUID, 'hex')))?.uuid).toBe('00' + GUID);
+  });
+});
+
 describe('full mode (test-only) and the chainload of iPXE ROMs', () => {
   const full: RequestContext = { port: 'dhcp', mode: 'full' };
 

@@ -183,7 +183,11 @@ function buildReply(req: DhcpPacket, d: Extract<Decision, { answer: true }>, con
     options.set(OPTION.VENDOR_OPTIONS, encodeSubOptions(new Map([[PXE_SUBOPTION.DISCOVERY_CONTROL, Buffer.from([0x08])]]), true));
   }
   // PXE 2.1 §2.2: a client that sent its UUID/GUID expects it back (some ROMs drop the offer otherwise).
-  if (d.info.uuidRaw) options.set(OPTION.CLIENT_UUID, d.info.uuidRaw);
+  // Echoed only in the one shape RFC 4578 §2.3 defines, type 0 + 16-byte GUID (17 bytes): the reply is
+  // broadcast to every firmware on the segment, and echoing any value (kilobytes via RFC 3396) would let
+  // one host feed them oversized options and push the reply past the 576 bytes a client must accept
+  // (RFC 2131 §2). A misshapen one is not trimmed: a trimmed copy is another identifier, not an echo.
+  if (d.info.uuid !== undefined && d.info.uuidRaw) options.set(OPTION.CLIENT_UUID, d.info.uuidRaw);
   const viaTftp = !isUrl(d.bootfile);
   if (viaTftp) options.set(OPTION.TFTP_SERVER, Buffer.from(tftp, 'latin1'));
   options.set(OPTION.BOOTFILE, Buffer.from(d.bootfile, 'latin1'));

@@ -94,6 +94,19 @@ describe('proxyDHCP over UDP', () => {
     expect((await client.reply(valid.xid)).packet.file).toBe('ipxe.efi');
   });
 
+  it('answers a DISCOVER and a 4011 REQUEST carrying a 200-byte option 97 without echoing it', async () => {
+    const { client, server } = await setup();
+    const huge: Array<[number, Buffer]> = [[OPTION.CLIENT_UUID, Buffer.concat([Buffer.from([0]), Buffer.alloc(199, 0x41)])]];
+    const discover = withChanges(pxeRequest({ xid: nextXid() }), { set: huge });
+    const request = withChanges(pxeRequest({ type: MESSAGE_TYPE.REQUEST, xid: nextXid(), ciaddr: '127.0.0.1' }), { set: huge });
+    await client.send(encodePacket(discover), server.ports.dhcp);
+    await client.send(encodePacket(request), server.ports.pxe);
+    const [offer, ack] = [(await client.reply(discover.xid)).packet, (await client.reply(request.xid)).packet];
+    expect(offer.options.get(OPTION.MESSAGE_TYPE)?.[0]).toBe(MESSAGE_TYPE.OFFER);
+    expect(ack.options.get(OPTION.MESSAGE_TYPE)?.[0]).toBe(MESSAGE_TYPE.ACK);
+    expect([offer.options.has(OPTION.CLIENT_UUID), ack.options.has(OPTION.CLIENT_UUID)]).toEqual([false, false]);
+  });
+
   it('refuses a bad configuration and an unbindable address with DF_ERR_SERVE_CONFIG', async () => {
     const start = (over: Partial<StartProxyDhcpOptions>) => startProxyDhcp({ interfaceIp: '127.0.0.1', ports: { dhcp: 0, pxe: 0 }, config: LOCAL, ...over });
     await expect(start({ config: { ...LOCAL, httpUrl: 'nope' } })).rejects.toMatchObject({ code: 'DF_ERR_SERVE_CONFIG', message: expect.stringContaining('httpUrl "nope"') });

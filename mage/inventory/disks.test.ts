@@ -74,6 +74,18 @@ describe('parseDisk', () => {
     expect(parseDisk({ name: 'nvme0n1', serial: 'S4EV  ', vpdPg80: Buffer.from('\x00\x80\x00\x01X', 'latin1'), partitions: [] }).serial).toBe('S4EV');
   });
 
+  test('the wwid (NVMe on the block device, SCSI on its device) is the WWN, cleaned like the serial', () => {
+    expect(parseDisk({ name: 'sda', size: '8', wwid: 'naa.5000c500b1a2c3d4\n', partitions: [] })).toEqual({
+      name: 'sda',
+      path: '/dev/sda',
+      sizeBytes: 4096,
+      wwn: 'naa.5000c500b1a2c3d4',
+    });
+    // A T10 vendor id keeps its inner padding; the kernel's trailing newline and NULs go.
+    expect(parseDisk({ name: 'sdb', wwid: 't10.ATA     QEMU HARDDISK   QM00001\0\n', partitions: [] }).wwn).toBe('t10.ATA     QEMU HARDDISK   QM00001');
+    expect(parseDisk({ name: 'vda', wwid: ' \n', partitions: [] })).not.toHaveProperty('wwn');
+  });
+
   test('nothing readable but the name: a disk of size 0 with nothing else claimed', () => {
     expect(parseDisk({ name: 'sdz', size: 'garbage', partitions: [] })).toEqual({ name: 'sdz', path: '/dev/sdz', sizeBytes: 0 });
   });

@@ -1,4 +1,4 @@
-// Disks from /sys/block: size, model, serial, rotational, removable, transport, partitions; the partition
+// Disks from /sys/block: size, model, serial, WWN, rotational, removable, transport, partitions; the partition
 // table and filesystems come from the first sectors of /dev/NAME (see partitions.ts, filesystems.ts).
 import type { Disk } from '../../schemas/types.js';
 import { detectFilesystem, HEAD_BYTES } from './filesystems.js';
@@ -43,22 +43,35 @@ export interface PartitionFiles {
   head?: Uint8Array;
 }
 
+/**
+ * The files that identify a disk, in its sysfs directory (/sys/block/NAME, or /sys/class/block/NAME which
+ * also lists partitions). The report and Mage's check before writing (mage/disk-identity.ts) read them the
+ * same way, so the identity a workflow was planned from compares equal to the one read on the disk.
+ */
+export interface IdentityFiles {
+  size?: string;
+  /** device/serial (NVMe, some SCSI), else NAME/serial (virtio-blk). */
+  serial?: string;
+  vpdPg80?: Uint8Array;
+  /** NAME/wwid (NVMe namespaces: eui., uuid. or nvme. ids), else device/wwid (SCSI: the best id of VPD page 0x83). */
+  wwid?: string;
+}
+
 /** What was read for one disk under /sys/block/NAME and /dev/NAME; undefined where the read failed. */
-export interface DiskFiles {
+export interface DiskFiles extends IdentityFiles {
   name: string;
   /** Target of the /sys/block/NAME link and of its `device` link: the device path, for the transport. */
   blockLink?: string;
   deviceLink?: string;
-  size?: string;
   removable?: string;
   rotational?: string;
   model?: string;
-  /** device/serial (NVMe, some SCSI), else NAME/serial (virtio-blk). */
-  serial?: string;
-  vpdPg80?: Uint8Array;
   head?: Uint8Array;
   partitions: PartitionFiles[];
 }
+
+/** What identifies a disk: its size, and its serial and World Wide Name when it has them. */
+export type DiskIdentity = Pick<Disk, 'sizeBytes' | 'serial' | 'wwn'>;
 
 const NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 
@@ -79,10 +92,19 @@ function describePartitions(parts: PartitionFiles[], entries: TableEntry[]): Dis
   });
 }
 
-/** One disk for the report. Sizes in sysfs are in 512-byte sectors whatever the disk's logical sector size. */
-export function parseDisk(files: DiskFiles): Disk {
+/** A disk's identity. Sizes in sysfs are in 512-byte sectors whatever the disk's logical sector size. */
+export function parseIdentity(files: IdentityFiles): DiskIdentity {
   const sectors = parseInteger(files.size);
-  const sizeBytes = sectors !== undefined && sectors > 0 ? sectors * 512 : 0;
+  return compact({
+    sizeBytes: sectors !== undefined && sectors > 0 ? sectors * 512 : 0,
+    serial: cleanText(files.serial, 256) ?? serialFromVpdPg80(files.vpdPg80),
+    wwn: cleanText(files.wwid, 256),
+  });
+}
+
+/** One disk for the report. */
+export function parseDisk(files: DiskFiles): Disk {
+  const { sizeBytes, serial, wwn } = parseIdentity(files);
   // sysfs writes '/' in a device name as '!' (cciss!c0d0 is /dev/cciss/c0d0); the schema's name has neither.
   const devName = files.name.replaceAll('!', '/');
   const name = NAME.test(files.name) ? files.name : files.name.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 64) || 'disk';
@@ -93,7 +115,8 @@ export function parseDisk(files: DiskFiles): Disk {
     path: cleanText(`/dev/${devName}`, 256),
     sizeBytes,
     model: cleanText(files.model, 256),
-    serial: cleanText(files.serial, 256) ?? serialFromVpdPg80(files.vpdPg80),
+    serial,
+    wwn,
     rotational: parseFlag(files.rotational),
     removable: parseFlag(files.removable),
     transport: transportFromDevicePath(`${files.blockLink ?? ''} ${files.deviceLink ?? ''}`),
@@ -103,19 +126,30 @@ export function parseDisk(files: DiskFiles): Disk {
   });
 }
 
+/** The identity files of the disk (or partition) whose sysfs directory is `dir`. */
+export async function readIdentityFiles(dir: string): Promise<IdentityFiles> {
+  const [size, deviceSerial, blockSerial, vpdPg80, blockWwid, deviceWwid] = await Promise.all([
+    readText(`${dir}/size`),
+    readText(`${dir}/device/serial`),
+    readText(`${dir}/serial`),
+    readBinary(`${dir}/device/vpd_pg80`),
+    readText(`${dir}/wwid`),
+    readText(`${dir}/device/wwid`),
+  ]);
+  return compact({ size, serial: deviceSerial ?? blockSerial, vpdPg80, wwid: blockWwid ?? deviceWwid });
+}
+
 async function readDiskFiles(root: string, name: string): Promise<DiskFiles> {
   const base = under(root, `/sys/block/${name}`);
-  const [blockLink, deviceLink, size, removable, rotational, model, deviceSerial, blockSerial, vpdPg80] = await Promise.all([
+  const [identity, blockLink, deviceLink, removable, rotational, model] = await Promise.all([
+    readIdentityFiles(base),
     readLinkText(base),
     readLinkText(`${base}/device`),
-    readText(`${base}/size`),
     readText(`${base}/removable`),
     readText(`${base}/queue/rotational`),
     readText(`${base}/device/model`),
-    readText(`${base}/device/serial`),
-    readText(`${base}/serial`),
-    readBinary(`${base}/device/vpd_pg80`),
   ]);
+  const { size } = identity;
   // Partitions are the subdirectories NAMEp1 / NAME1 that hold a `partition` file.
   const children = (await listNames(base)).filter((c) => c.startsWith(name) && c !== name);
   const partitions = (
@@ -133,7 +167,7 @@ async function readDiskFiles(root: string, name: string): Promise<DiskFiles> {
   ).filter((p): p is PartitionFiles => p !== undefined);
   // An empty card reader or a drive without media has size 0: opening it would only fail (ENOMEDIUM).
   const head = parseInteger(size) ? await readHead(under(root, `/dev/${name.replaceAll('!', '/')}`), HEAD_BYTES) : undefined;
-  return { name, blockLink, deviceLink, size, removable, rotational, model, serial: deviceSerial ?? blockSerial, vpdPg80, head, partitions };
+  return { name, ...identity, blockLink, deviceLink, removable, rotational, model, head, partitions };
 }
 
 export async function collectDisks(root: string, includeVirtual = false): Promise<Disk[]> {

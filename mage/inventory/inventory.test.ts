@@ -58,6 +58,17 @@ test('server: the NVMe is the install disk; larger images fall to the SATA SSD, 
   expect(chooseInstallDisk(report, 5e12)).toBeUndefined();
 });
 
+test("server: every disk reports its WWN, the NVMe namespace's from its block device, the SATA disks' from their SCSI device", async () => {
+  const { disks } = await inventoryOf('server-nvme-sata');
+  expect(disks.map((d) => [d.name, d.serial, d.wwn])).toEqual([
+    ['nvme0n1', 'S4EVNX0N912345A', 'eui.002538591150a1b2'],
+    ['sda', 'PHYF912300AB960CGN', 'naa.55cd2e414f1a2b3c'],
+    ['sdb', 'ZC1A2B3C', 'naa.5000c500b1a2c3d4'],
+  ]);
+  // A disk without a wwid (virtio-blk has none) reports none.
+  expect((await inventoryOf('qemu-vm')).disks.find((d) => d.name === 'vda')).not.toHaveProperty('wwn');
+});
+
 test('workstation: the USB stick is the smallest solid-state disk, and still never chosen', async () => {
   const report = await inventoryOf('workstation-multi-nic-usb');
   const stick = report.disks.find((d) => d.name === 'sdb');
@@ -152,5 +163,21 @@ describe('odd trees', () => {
     expect(report.nics).toEqual([{ name: 'eth1', mac: '00:11:22:33:44:55' }]);
     expect(report.memoryBytes).toBeUndefined();
     expect(report.dmi?.uuid).toHaveLength(64);
+  });
+
+  test("a disk's own wwid is read before its device's, and an overlong one is clipped to the schema's 256", async () => {
+    const root = path.join(scratch, 'wwid');
+    const put = (p: string, content: string) => {
+      mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
+      writeFileSync(path.join(root, p), content);
+    };
+    put('sys/block/nvme0n1/size', '8\n');
+    put('sys/block/nvme0n1/wwid', 'eui.0025385891b04f3c\n');
+    put('sys/block/nvme0n1/device/wwid', 'ignored\n');
+    put('sys/block/sdb/size', '8\n');
+    put('sys/block/sdb/device/wwid', `t10.${'X'.repeat(300)}\n`);
+    const { disks } = await collectInventory(root);
+    expect(disks.map((d) => d.wwn)).toEqual(['eui.0025385891b04f3c', `t10.${'X'.repeat(252)}`]);
+    expect(validateAgainst('hardware', { disks, nics: [] })).toEqual([]);
   });
 });
