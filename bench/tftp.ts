@@ -32,7 +32,7 @@ export async function benchTftp(opts: { runs?: number; sizeMb?: number; clients?
   fs.writeFileSync(path.join(root, 'big.bin'), big, { mode: 0o644 });
   fs.writeFileSync(path.join(root, 'undionly.kpxe'), undionly, { mode: 0o644 });
 
-  const ours = await startTftpServer({ host: '127.0.0.1', port: 0, source: directorySource(root) });
+  const ours = await startTftpServer({ host: '127.0.0.1', port: 0, source: directorySource(root), maxTransfersPerHost: 1000 }); // every client is 127.0.0.1 here
   const theirPort = await freeUdpPort();
   const tftpd = spawn('in.tftpd', ['--foreground', '--listen', '--address', `127.0.0.1:${theirPort}`, '--secure', root], { stdio: 'ignore' });
   try {

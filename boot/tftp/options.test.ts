@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MAX_BLKSIZE, DEFAULT_MAX_WINDOWSIZE, MAX_WINDOW_BYTES, negotiateOptions } from './options.js';
+import { DEFAULT_MAX_BLKSIZE, DEFAULT_MAX_WINDOWSIZE, MAX_TIMEOUT_S, MAX_WINDOW_BYTES, negotiateOptions } from './options.js';
 import type { TftpOption } from './packet.js';
 
 const limits = { maxBlksize: DEFAULT_MAX_BLKSIZE, maxWindowsize: DEFAULT_MAX_WINDOWSIZE };
@@ -27,6 +27,20 @@ describe('negotiateOptions', () => {
       params: { blksize: 512, windowsize: 1 },
       oack: [],
     });
+  });
+
+  it('accepts a timeout up to 5 s as asked, and declines a longer one by leaving it out of the OACK (RFC 2349, 2347)', () => {
+    expect(negotiateOptions(opts(['timeout', String(MAX_TIMEOUT_S)]), 1, limits)).toEqual({
+      params: { blksize: 512, windowsize: 1, timeoutMs: MAX_TIMEOUT_S * 1000 },
+      oack: opts(['timeout', String(MAX_TIMEOUT_S)]),
+    });
+    for (const t of ['6', '255']) {
+      expect(negotiateOptions(opts(['timeout', t]), 1, limits)).toEqual({ params: { blksize: 512, windowsize: 1 }, oack: [] });
+      expect(negotiateOptions(opts(['tsize', '0'], ['timeout', t], ['blksize', '1024']), 7, limits)).toEqual({
+        params: { blksize: 1024, windowsize: 1 },
+        oack: opts(['tsize', '7'], ['blksize', '1024']),
+      });
+    }
   });
 
   it('answers tsize with the real size whatever the client sent', () => {

@@ -16,6 +16,12 @@ export const MAX_BLKSIZE = 65464;
 export const DEFAULT_MAX_BLKSIZE = 1468;
 /** RFC 7440 §3: windowsize 1–65535; without the option the window is 1 (RFC 1350 lock-step). */
 export const MAX_WINDOWSIZE = 65535;
+/**
+ * Longest client-requested timeout honoured, in seconds. A client that asks 255 s (the RFC 2349 maximum)
+ * and never ACKs would hold its transfer slot for retries × 255 s; a boot client on the local segment needs
+ * nothing like it, so longer requests are declined and the server's own adaptive wait applies.
+ */
+export const MAX_TIMEOUT_S = 5;
 /** Default cap on windowsize. */
 export const DEFAULT_MAX_WINDOWSIZE = 64;
 /**
@@ -69,6 +75,10 @@ export function negotiateOptions(requested: readonly TftpOption[], fileSize: num
   const blksizeAsked = asked('blksize');
   const windowAsked = asked('windowsize');
   const timeoutAsked = asked('timeout');
+  // RFC 2349, Timeout Interval Option: an accepted timeout "must match the value specified by the client", so
+  // one above MAX_TIMEOUT_S cannot be answered with a smaller one: it is declined, i.e. omitted from the OACK
+  // (RFC 2347, Negotiation Protocol), and the server keeps its own wait (TftpServerOptions.timeoutMs).
+  const timeoutGranted = timeoutAsked !== undefined && timeoutAsked <= MAX_TIMEOUT_S ? timeoutAsked : undefined;
   // RFC 2348: the server may answer a smaller blksize than requested, never a larger one.
   const blksize = blksizeAsked === undefined ? DEFAULT_BLKSIZE : Math.min(blksizeAsked, maxBlksize);
   // RFC 7440 §3: likewise for windowsize; a window's payload also stays within MAX_WINDOW_BYTES.
@@ -77,12 +87,13 @@ export function negotiateOptions(requested: readonly TftpOption[], fileSize: num
   const granted: Record<KnownOption, number> = {
     blksize,
     windowsize,
-    timeout: timeoutAsked ?? 0, // RFC 2349, Timeout Interval Option: if accepted, the server echoes the same value
+    timeout: timeoutGranted ?? 0, // RFC 2349, Timeout Interval Option: if accepted, the server echoes the same value
     tsize: fileSize, // RFC 2349, Transfer Size Option: in a read request the client sends 0 and the server answers the size
   };
   const params: TransferParams = { blksize, windowsize };
-  if (timeoutAsked !== undefined) params.timeoutMs = timeoutAsked * 1000;
-  return { params, oack: valid.map(({ name }) => ({ name, value: String(granted[name]) })) };
+  if (timeoutGranted !== undefined) params.timeoutMs = timeoutGranted * 1000;
+  const accepted = timeoutGranted === undefined ? valid.filter((v) => v.name !== 'timeout') : valid;
+  return { params, oack: accepted.map(({ name }) => ({ name, value: String(granted[name]) })) };
 }
 
 type KnownOption = 'blksize' | 'timeout' | 'tsize' | 'windowsize';

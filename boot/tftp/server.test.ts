@@ -34,6 +34,12 @@ beforeAll(() => {
   content['rollover.bin'] = randomBytes(ROLLOVER_SIZE);
   for (const [name, bytes] of Object.entries(content)) fs.writeFileSync(path.join(root, name), bytes);
   fs.writeFileSync(path.join(work, 'secret'), 'outside the root');
+  // Like Debian's /usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi: a link, there before the server starts, to a file
+  // outside the root. Its target is served (source.ts); links made after the start are not.
+  content['linked.efi'] = randomBytes(300_000);
+  fs.mkdirSync(path.join(work, 'boot'));
+  fs.writeFileSync(path.join(work, 'boot', 'firmware.efi'), content['linked.efi']);
+  fs.symlinkSync(path.join(work, 'boot', 'firmware.efi'), path.join(root, 'linked.efi'));
 });
 
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -162,6 +168,18 @@ describe('real clients, byte-identical transfers', () => {
     });
   }
 
+  it('atftp asking a 255 s timeout gets the file, the option declined; 5 s is accepted (RFC 2349)', async () => {
+    const dest = outFile('atftp-timeout');
+    const r = await atftp(h.port, 'undionly.kpxe', dest, ['timeout 255', 'tsize 0']);
+    expect(r.code, r.stderr).toBe(0);
+    expectSameFile(dest, 'undionly.kpxe');
+    expect(h.negotiated('undionly.kpxe')).toMatchObject({ oack: true });
+    expect(h.negotiated('undionly.kpxe')).not.toHaveProperty('timeoutMs');
+    const r5 = await atftp(h.port, 'undionly.kpxe', dest, ['timeout 5']);
+    expect(r5.code, r5.stderr).toBe(0);
+    expect(h.negotiated('undionly.kpxe')).toMatchObject({ timeoutMs: 5000 });
+  });
+
   it('rolls the block number over past 65535 (atftp, 512-byte blocks, no options)', async () => {
     const dest = outFile('rollover');
     const r = await atftp(h.port, 'rollover.bin', dest);
@@ -195,6 +213,59 @@ describe('real clients, byte-identical transfers', () => {
     } finally {
       await small.close();
     }
+  });
+});
+
+describe('links out of the root: pinned at start, never followed from a request', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness();
+  });
+  afterAll(async () => {
+    await h.close();
+    fs.rmSync(path.join(root, 'late.efi'), { force: true });
+  });
+
+  it('serves the target of a link that was in the root at start, byte-identical (atftp, curl)', async () => {
+    const dest = outFile('linked-atftp');
+    const r = await atftp(h.port, 'linked.efi', dest, ['blksize 1468', 'tsize 0']);
+    expect(r.code, r.stderr).toBe(0);
+    expectSameFile(dest, 'linked.efi');
+    const dest2 = outFile('linked-curl');
+    expect((await curl(h.port, 'linked.efi', dest2, 1468)).code).toBe(0);
+    expectSameFile(dest2, 'linked.efi');
+  });
+
+  it("serves Debian's /usr/lib/ipxe as a root: ipxe.efi, a link to /boot/ipxe.efi", async () => {
+    const debian = await startHarness({}, directorySource('/usr/lib/ipxe'));
+    try {
+      const dest = outFile('debian-ipxe-efi');
+      const r = await atftp(debian.port, 'ipxe.efi', dest, ['blksize 1468']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(fs.readFileSync(dest).equals(fs.readFileSync('/usr/lib/ipxe/ipxe.efi'))).toBe(true);
+    } finally {
+      await debian.close();
+    }
+  });
+
+  it('refuses traversal, absolute paths, backslashes and a link made after start, and keeps serving', async () => {
+    fs.symlinkSync(path.join(work, 'secret'), path.join(root, 'late.efi'));
+    const refusals: [string, RegExp][] = [
+      ['../secret', /'\.\.' segments are refused/],
+      ['../etc/passwd', /'\.\.' segments are refused/],
+      ['/etc/passwd', /absolute paths are refused/],
+      ['..\\secret', /backslashes are refused/],
+      ['late.efi', /leads outside the TFTP root/],
+    ];
+    for (const [name, why] of refusals) {
+      const dest = outFile('refused');
+      const r = await atftp(h.port, name, dest);
+      expect(r.stderr, name).toMatch(new RegExp(`error received from server <.*${why.source}`));
+      expect(fs.existsSync(dest) ? fs.readFileSync(dest, 'utf8') : '', name).not.toContain('outside the root');
+    }
+    const dest = outFile('after-refusals');
+    expect((await atftp(h.port, 'linked.efi', dest)).code).toBe(0);
+    expectSameFile(dest, 'linked.efi');
   });
 });
 
@@ -243,7 +314,7 @@ describe('tftp-hpa (no options) in a network namespace', () => {
   const tftpHpa = (name: string, dest: string) =>
     runProcess('ip', ['netns', 'exec', ns, 'tftp', '-4', '-m', 'binary', '127.0.0.1', String(port), '-c', 'get', name, dest]);
 
-  for (const name of ['undionly.kpxe', 'random20.bin']) {
+  for (const name of ['undionly.kpxe', 'random20.bin', 'linked.efi']) {
     it(`fetches ${name}`, async () => {
       const dest = outFile('tftp-hpa');
       const r = await tftpHpa(name, dest);
@@ -264,18 +335,23 @@ describe('tftp-hpa (no options) in a network namespace', () => {
     child.stdin!.end();
     await exited;
     const stats = JSON.parse(childOutput.at(-1)!) as { transfers: number; errors: number; active: number; bytes: number };
-    expect(stats).toMatchObject({ transfers: 2, active: 0 });
-    expect(stats.bytes).toBe(content['undionly.kpxe']!.length + content['random20.bin']!.length);
+    expect(stats).toMatchObject({ transfers: 3, active: 0 });
+    expect(stats.bytes).toBe(content['undionly.kpxe']!.length + content['random20.bin']!.length + content['linked.efi']!.length);
     expect(stats.errors).toBe(2);
   });
 });
 
 describe('load and abuse', () => {
-  it('200 concurrent curl clients all receive undionly.kpxe byte-identical', async () => {
+  it('200 concurrent curl clients, each from its own address, all receive undionly.kpxe byte-identical', async () => {
     const h = await startHarness();
     try {
       const dests = Array.from({ length: 200 }, (_, i) => outFile(`concurrent-${i}`));
-      const results = await Promise.all(dests.map((dest) => curl(h.port, 'undionly.kpxe', dest, 1468)));
+      // 200 machines are 200 addresses (127.0.1.1–200): one address is held to maxTransfersPerHost.
+      const results = await Promise.all(
+        dests.map((dest, i) =>
+          runProcess('curl', ['-sS', '--interface', `127.0.1.${i + 1}`, '--tftp-blksize', '1468', '-o', dest, `tftp://127.0.0.1:${h.port}/undionly.kpxe`]),
+        ),
+      );
       expect(results.filter((r) => r.code !== 0).map((r) => r.stderr)).toEqual([]);
       for (const dest of dests) expectSameFile(dest, 'undionly.kpxe');
       await waitFor(() => h.server.stats().active === 0, 10_000, 'all transfers to end');
@@ -363,6 +439,74 @@ describe('load and abuse', () => {
       expect(h.server.stats().active).toBe(2);
     } finally {
       await Promise.all([a.close(), b.close(), c.close()]);
+      await h.close();
+    }
+  });
+});
+
+describe('lock-out (one host, many transfers that never ACK)', () => {
+  it('one host gets maxTransfersPerHost slots and errors beyond; another host still gets its file; the slots free', async () => {
+    // Defaults throughout: 200 transfers, 8 per host, 1 s wait, 5 retries. Before the per-host cap and the
+    // timeout clamp, these 200 requests held every slot for 6 × 255 s.
+    const h = await startHarness();
+    const hogs = await Promise.all(Array.from({ length: 200 }, () => RawPeer.open('127.0.0.1')));
+    try {
+      const rrq = encodeRequest('RRQ', 'undionly.kpxe', 'octet', [{ name: 'timeout', value: '255' }, { name: 'tsize', value: '0' }]);
+      await Promise.all(hogs.map((p) => p.send(rrq, h.port)));
+      const first = await Promise.all(hogs.map((p) => p.next()));
+      const accepted = hogs.filter((_, i) => first[i]!.packet.op === 'OACK');
+      const refused = first.filter((r) => r.packet.op === 'ERROR');
+      expect(accepted).toHaveLength(8);
+      expect(refused).toHaveLength(192);
+      for (const r of refused) expect(r.packet).toMatchObject({ op: 'ERROR', code: 0, message: expect.stringMatching(/too many transfers from 127\.0\.0\.1/) });
+      // RFC 2349: a 255 s timeout is declined, not echoed.
+      for (const r of first.filter((r) => r.packet.op === 'OACK')) {
+        expect(r.packet).toEqual({ op: 'OACK', options: [{ name: 'tsize', value: String(content['undionly.kpxe']!.length) }] });
+      }
+      expect(h.server.stats()).toMatchObject({ active: 8, errors: 192 });
+      // One log line for the burst, not 192.
+      expect(h.entries.filter((e) => e.msg === 'tftp: too many transfers from one host, requests refused')).toHaveLength(1);
+
+      // Another machine is served meanwhile, by a real client.
+      const dest = outFile('second-host');
+      const r = await runProcess('curl', ['-sS', '--interface', '127.0.0.2', '--tftp-blksize', '1468', '-o', dest, `tftp://127.0.0.1:${h.port}/undionly.kpxe`]);
+      expect(r.code, r.stderr).toBe(0);
+      expectSameFile(dest, 'undionly.kpxe');
+
+      // The server's own wait applies: each silent transfer gets its OACK 5 more times, then is given up.
+      for (const p of accepted) {
+        const after = [];
+        for (let i = 0; i < 6; i++) after.push((await p.next(10_000)).packet);
+        expect(after.slice(0, 5).every((pk) => pk.op === 'OACK')).toBe(true);
+        expect(after[5]).toMatchObject({ op: 'ERROR', code: 0, message: expect.stringMatching(/5 retries/) });
+      }
+      await waitFor(() => h.server.stats().active === 0, 10_000, 'the silent transfers to be given up');
+      expect(h.server.stats().errors).toBe(192 + 8);
+
+      // The host's slots are free again.
+      await hogs[0]!.send(encodeRequest('RRQ', 'undionly.kpxe'), h.port);
+      expect((await hogs[0]!.next()).packet).toMatchObject({ op: 'DATA', block: 1 });
+    } finally {
+      await Promise.all(hogs.map((p) => p.close()));
+      await h.close();
+    }
+  });
+
+  it('a restart from the same port does not count against its own host', async () => {
+    const h = await startHarness({ maxTransfersPerHost: 1, timeoutMs: 5000 });
+    const [p, q] = await Promise.all([RawPeer.open(), RawPeer.open()]);
+    try {
+      await p.send(encodeRequest('RRQ', 'undionly.kpxe'), h.port);
+      const d1 = await p.next();
+      expect(d1.packet).toMatchObject({ op: 'DATA', block: 1 });
+      await q.send(encodeRequest('RRQ', 'undionly.kpxe'), h.port);
+      expect((await q.next()).packet).toMatchObject({ op: 'ERROR', code: 0, message: expect.stringMatching(/too many transfers from/) });
+      await p.send(encodeRequest('RRQ', 'random20.bin'), h.port); // another file from the same port: a restart
+      const restarted = await p.next();
+      expect(restarted.packet).toMatchObject({ op: 'DATA', block: 1 });
+      expect(restarted.from.port).not.toBe(d1.from.port);
+    } finally {
+      await Promise.all([p.close(), q.close()]);
       await h.close();
     }
   });
@@ -456,7 +600,7 @@ describe('protocol', () => {
   it('ignores duplicate ACKs: no Sorcerer’s Apprentice (RFC 1123 §4.2.3.1)', () =>
     withPeer(async (p) => {
       // A negotiated timeout is fixed (RFC 2349), so no retransmission can blur the count.
-      await p.send(encodeRequest('RRQ', 'small.bin', 'octet', [{ name: 'timeout', value: '30' }]), h.port);
+      await p.send(encodeRequest('RRQ', 'small.bin', 'octet', [{ name: 'timeout', value: '5' }]), h.port);
       const oack = await p.next();
       const tid = oack.from.port;
       await p.send(encodeAck(0), tid);
@@ -472,10 +616,10 @@ describe('protocol', () => {
 
   it('windowsize: sends a window, and after an ACK inside it restarts from the next block (RFC 7440 §4)', () =>
     withPeer(async (p) => {
-      await p.send(encodeRequest('RRQ', 'small.bin', 'octet', [{ name: 'windowsize', value: '4' }, { name: 'timeout', value: '30' }]), h.port);
+      await p.send(encodeRequest('RRQ', 'small.bin', 'octet', [{ name: 'windowsize', value: '4' }, { name: 'timeout', value: '5' }]), h.port);
       const oack = await p.next();
       const tid = oack.from.port;
-      expect(oack.packet).toEqual({ op: 'OACK', options: [{ name: 'windowsize', value: '4' }, { name: 'timeout', value: '30' }] });
+      expect(oack.packet).toEqual({ op: 'OACK', options: [{ name: 'windowsize', value: '4' }, { name: 'timeout', value: '5' }] });
       await p.send(encodeAck(0), tid);
       const window1 = [await p.next(), await p.next(), await p.next(), await p.next()].map((r) => r.packet);
       expect(window1.map((d) => d.op === 'DATA' && d.block)).toEqual([1, 2, 3, 4]);
@@ -547,7 +691,7 @@ describe('protocol', () => {
   it('treats a repeated request as a retransmission until data is acknowledged, then as a restart', () =>
     withPeer(async (p) => {
       const before = h.server.stats().transfers;
-      const rrq = encodeRequest('RRQ', 'small.bin', 'octet', [{ name: 'timeout', value: '30' }]);
+      const rrq = encodeRequest('RRQ', 'small.bin', 'octet', [{ name: 'timeout', value: '5' }]);
       await p.send(rrq, h.port);
       await p.send(rrq, h.port);
       const oack = await p.next();
@@ -589,6 +733,23 @@ describe('timeouts and shutdown', () => {
     }
   });
 
+  it('declines a 255 s client timeout (RFC 2349): the server waits its own time and gives up after its retries', async () => {
+    const h = await startHarness({ timeoutMs: 100, retries: 2 });
+    const p = await RawPeer.open();
+    try {
+      // The only option is declined, so there is no OACK: DATA 1 straight away (RFC 2347).
+      await p.send(encodeRequest('RRQ', 'undionly.kpxe', 'octet', [{ name: 'timeout', value: '255' }]), h.port);
+      const copies = [await p.next(), await p.next(), await p.next()].map((r) => r.packet);
+      expect(copies.every((d) => d.op === 'DATA' && d.block === 1)).toBe(true);
+      expect((await p.next()).packet).toMatchObject({ op: 'ERROR', code: 0, message: expect.stringMatching(/2 retries/) });
+      await waitFor(() => h.server.stats().active === 0, 5000, 'the transfer to be given up');
+      expect(h.negotiated('undionly.kpxe')).not.toHaveProperty('timeoutMs');
+    } finally {
+      await p.close();
+      await h.close();
+    }
+  });
+
   it('close() ends running transfers, tells their clients, and closes every file', async () => {
     const h = await startHarness({ timeoutMs: 30_000 });
     const p = await RawPeer.open();
@@ -607,6 +768,7 @@ describe('timeouts and shutdown', () => {
     const source = memorySource({});
     await expect(startTftpServer({ host: '127.0.0.1', port: 0, source, maxBlksize: 4 })).rejects.toThrow(/maxBlksize/);
     await expect(startTftpServer({ host: '127.0.0.1', port: 0, source, maxTransfers: 0 })).rejects.toThrow(/maxTransfers/);
+    await expect(startTftpServer({ host: '127.0.0.1', port: 0, source, maxTransfersPerHost: 0 })).rejects.toThrow(/maxTransfersPerHost/);
     const first = await startTftpServer({ host: '127.0.0.1', port: 0, source });
     try {
       await expect(startTftpServer({ host: '127.0.0.1', port: first.address().port, source })).rejects.toMatchObject({ code: 'EADDRINUSE' });

@@ -5,6 +5,7 @@ import { isIPv6 } from 'node:net';
 import { DEFAULT_MAX_BLKSIZE, DEFAULT_MAX_WINDOWSIZE, MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE, negotiateOptions } from './options.js';
 import { decodePacket, encodeError, OPCODE, TFTP_ERROR, type TftpRequest } from './packet.js';
 import { TftpAccessError, type TftpFile, type TftpSource } from './source.js';
+import { throttledWarning } from './throttled-log.js';
 import { sendDatagram, Transfer, type TftpLog, type TransferOutcome } from './transfer.js';
 
 export type { TftpLog } from './transfer.js';
@@ -16,6 +17,12 @@ export interface TftpServerOptions {
   source: TftpSource;
   /** Concurrent transfers; a request beyond it is refused as busy. Default 200. */
   maxTransfers?: number;
+  /**
+   * Concurrent transfers from one source address; a request beyond it is refused. Default 8: PXE firmware
+   * and iPXE fetch one or two files at a time, and TFTP clients sit on the local segment, never several
+   * machines behind one relay address. Without it, one host can hold every slot of `maxTransfers`.
+   */
+  maxTransfersPerHost?: number;
   /** Largest blksize granted (RFC 2348). Default 1468: one block per Ethernet frame (see options.ts). */
   maxBlksize?: number;
   /** Largest windowsize granted (RFC 7440). Default 64. */
@@ -25,7 +32,8 @@ export interface TftpServerOptions {
   /**
    * Longest wait for an ACK before retransmitting, and the first wait. Once a round trip is measured the
    * wait adapts (RFC 1123 §4.2.3.2) between 50 ms and this, backing off on each timeout. A client's RFC 2349
-   * timeout option replaces it for that transfer. Default 1000 ms.
+   * timeout option replaces it for that transfer when it is at most 5 s (MAX_TIMEOUT_S); a longer one is
+   * declined. Default 1000 ms.
    */
   timeoutMs?: number;
   log?: TftpLog;
@@ -38,7 +46,10 @@ export interface TftpStats {
   active: number;
   /** Payload bytes acknowledged by clients (retransmissions are not counted twice). */
   bytes: number;
-  /** Refused requests, malformed datagrams, and transfers that failed or that the client aborted. */
+  /**
+   * Refused requests (over `maxTransfers` or `maxTransfersPerHost` included), malformed datagrams, and
+   * transfers that failed or that the client aborted.
+   */
   errors: number;
 }
 
@@ -64,6 +75,7 @@ interface Slot {
 
 export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServer> {
   const maxTransfers = integerAtLeast('maxTransfers', opts.maxTransfers ?? 200, 1);
+  const maxTransfersPerHost = integerAtLeast('maxTransfersPerHost', opts.maxTransfersPerHost ?? 8, 1);
   const retries = integerAtLeast('retries', opts.retries ?? 5, 0);
   const timeoutMs = integerAtLeast('timeoutMs', opts.timeoutMs ?? 1000, 1);
   const limits = {
@@ -75,6 +87,11 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
 
   const counters = { transfers: 0, active: 0, bytes: 0, errors: 0 };
   const slots = new Map<string, Slot>();
+  /** Slots held per source address (all its ports); an address leaves the map with its last slot. */
+  const perHost = new Map<string, number>();
+  // One line per interval, not one per datagram: refusals come as fast as someone sends requests.
+  const warnBusy = throttledWarning(log, 'tftp: too many transfers, requests refused');
+  const warnHostLimit = throttledWarning(log, 'tftp: too many transfers from one host, requests refused');
   const running = new Set<Promise<void>>();
   let closing = false;
 
@@ -140,16 +157,25 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       existing.cancelled = true;
       existing.transfer?.abort('superseded');
     }
-    if (counters.active >= maxTransfers) {
-      // RFC 1350 has no "busy" code. Error 0 ("not defined, see message") says so in words; error 3 would
-      // read "disk full" in most clients, which sends an operator the wrong way.
+    // RFC 1350 has no "busy" code. Error 0 ("not defined, see message") says so in words; error 3 would
+    // read "disk full" in most clients, which sends an operator the wrong way.
+    const host = rinfo.address;
+    // A restart from the same port does not count the slot it replaces (that transfer is ending).
+    const fromHost = (perHost.get(host) ?? 0) - (existing ? 1 : 0);
+    if (fromHost >= maxTransfersPerHost) {
       counters.errors++;
-      log?.warn({ from: key, active: counters.active, maxTransfers }, 'tftp: too many transfers, request refused');
+      warnHostLimit({ host, from: key, active: fromHost, maxTransfersPerHost });
+      return reply(rinfo, TFTP_ERROR.NOT_DEFINED, `too many transfers from ${host} (${fromHost}): try again later`);
+    }
+    if (counters.active >= maxTransfers) {
+      counters.errors++;
+      warnBusy({ from: key, active: counters.active, maxTransfers });
       return reply(rinfo, TFTP_ERROR.NOT_DEFINED, `server busy (${counters.active} transfers): try again later`);
     }
     const slot: Slot = { signature, cancelled: false };
     slots.set(key, slot);
     counters.active++;
+    perHost.set(host, (perHost.get(host) ?? 0) + 1);
     const task = serve(slot, request, rinfo)
       .catch((err) => {
         counters.errors++;
@@ -157,6 +183,9 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       })
       .finally(() => {
         counters.active--;
+        const left = (perHost.get(host) ?? 1) - 1;
+        if (left > 0) perHost.set(host, left);
+        else perHost.delete(host);
         if (slots.get(key) === slot) slots.delete(key);
         running.delete(task);
       });

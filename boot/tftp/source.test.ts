@@ -82,16 +82,76 @@ describe('directorySource', () => {
     expect(await directorySource(root).open('boot.bin/x')).toBeUndefined();
   });
 
-  it('refuses traversal, symlinks escaping the root, directories and FIFOs', async () => {
+  it('refuses traversal, links to directories outside the root, directories and FIFOs', async () => {
     const source = directorySource(root);
     expect(await refusal(source, '../secret')).toBe('parent-segment');
     expect(await refusal(source, '/etc/passwd')).toBe('absolute-path');
     expect(await refusal(source, 'sub\\inner.bin')).toBe('backslash');
+    expect(await refusal(source, 'sub\\..\\..\\secret')).toBe('backslash');
     expect(await refusal(source, 'boot.bin\0')).toBe('nul');
-    expect(await refusal(source, 'escape')).toBe('outside-root');
-    expect(await refusal(source, 'sub/out/secret')).toBe('outside-root');
+    expect(await refusal(source, 'sub/out/secret')).toBe('outside-root'); // a linked directory is never pinned
     expect(await refusal(source, 'sub')).toBe('not-a-file');
     expect(await refusal(source, 'fifo')).toBe('not-a-file');
+  });
+
+  it('serves the target of a link out of the root that was there at creation, under any in-root path to it', async () => {
+    const source = directorySource(root);
+    expect(source.links).toEqual(new Map([['escape', fs.realpathSync(path.join(work, 'secret'))]]));
+    for (const name of ['escape', 'sub/up/escape', './escape']) {
+      const file = await source.open(name);
+      expect(file, name).toBeDefined();
+      expect(await readAll(file!)).toBe('outside the root');
+      await file!.close();
+    }
+  });
+
+  it('never follows a link out of the root made after creation; a pinned link keeps its target', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dragonfly-tftp-late-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'root'));
+      fs.writeFileSync(path.join(dir, 'firmware.efi'), 'firmware');
+      fs.writeFileSync(path.join(dir, 'other'), 'not for clients');
+      fs.symlinkSync(path.join(dir, 'firmware.efi'), path.join(dir, 'root', 'ipxe.efi'));
+      fs.symlinkSync('ipxe.efi', path.join(dir, 'root', 'chain.efi')); // a link to the link: same target
+      const source = directorySource(path.join(dir, 'root'));
+      expect([...source.links.keys()].sort()).toEqual(['chain.efi', 'ipxe.efi']);
+
+      fs.symlinkSync(path.join(dir, 'other'), path.join(dir, 'root', 'late'));
+      fs.symlinkSync(dir, path.join(dir, 'root', 'late-dir'));
+      expect(await refusal(source, 'late')).toBe('outside-root');
+      expect(await refusal(source, 'late-dir/other')).toBe('outside-root');
+
+      // Re-pointed after creation: the target resolved at creation is still what is served.
+      fs.rmSync(path.join(dir, 'root', 'ipxe.efi'));
+      fs.symlinkSync(path.join(dir, 'other'), path.join(dir, 'root', 'ipxe.efi'));
+      const file = await source.open('ipxe.efi');
+      expect(await readAll(file!)).toBe('firmware');
+      await file!.close();
+
+      // The target replaced by a link to elsewhere: O_NOFOLLOW refuses it.
+      fs.rmSync(path.join(dir, 'firmware.efi'));
+      fs.symlinkSync(path.join(dir, 'other'), path.join(dir, 'firmware.efi'));
+      expect(await refusal(source, 'chain.efi')).toBe('outside-root');
+
+      // Removed: no longer there.
+      fs.rmSync(path.join(dir, 'root', 'ipxe.efi'));
+      expect(await source.open('ipxe.efi')).toBeUndefined();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('pins nothing for a root that does not exist at creation, and follows no link out of it later', async () => {
+    const late = path.join(work, 'late-root');
+    const source = directorySource(late);
+    expect(source.links.size).toBe(0);
+    fs.mkdirSync(late);
+    fs.writeFileSync(path.join(late, 'in.bin'), 'in');
+    fs.symlinkSync(path.join(work, 'secret'), path.join(late, 'escape'));
+    const file = await source.open('in.bin');
+    expect(await readAll(file!)).toBe('in');
+    await file!.close();
+    expect(await refusal(source, 'escape')).toBe('outside-root');
   });
 
   it('serialises refusals with a reason', () => {

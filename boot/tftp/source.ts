@@ -3,6 +3,7 @@
 import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { isInside, resolveRootLinks } from './root-links.js';
 
 export interface TftpFile {
   /** Size in bytes, fixed when the file is opened (it is the RFC 2349 tsize). */
@@ -55,46 +56,75 @@ export function refusedName(name: string): TftpAccessReason | undefined {
   return undefined;
 }
 
+/** A directory source; `links` are the links out of the root it serves, pinned when it was created. */
+export interface DirectorySource extends TftpSource {
+  /** Path relative to the root → real target, for each link under the root to a file outside it (root-links.ts). */
+  readonly links: ReadonlyMap<string, string>;
+}
+
 /**
- * Files under `root`. Refuses absolute names, `..` segments, backslashes, NUL, anything whose real path
- * (symlinks resolved) is outside the real root, and anything that is not a regular file.
+ * Files under `root`. Refuses absolute names, `..` segments, backslashes, NUL, anything that is not a regular
+ * file, and anything whose real path (symlinks resolved) is outside the real root — except the links to files
+ * outside it that the root held at creation: those are resolved once, now, and their targets served.
  */
-export function directorySource(root: string): TftpSource {
+export function directorySource(root: string): DirectorySource {
+  const pinned = resolveRootLinks(root);
+  const links: ReadonlyMap<string, string> = pinned?.links ?? new Map();
   return {
+    links,
     async open(name) {
       const refused = refusedName(name);
       if (refused) throw new TftpAccessError(refused, name);
-      const base = await fs.realpath(root);
+      const base = pinned?.base ?? (await fs.realpath(root));
+      const requested = path.join(base, name);
       let real: string;
       try {
-        real = await fs.realpath(path.join(base, name));
+        real = await fs.realpath(requested);
       } catch (e) {
         return missingOrThrow(e, name);
       }
-      if (!isInside(base, real)) throw new TftpAccessError('outside-root', name);
+      if (isInside(base, real)) return openRegular(real, name, (opened) => isInside(base, opened));
 
-      // O_NOFOLLOW: the last component cannot have become a symlink since realpath; O_NONBLOCK: opening a
-      // FIFO does not wait for a writer (it is then refused as not a regular file).
-      let handle: fs.FileHandle;
+      // Outside the root: only a link pinned at creation, and then its target as resolved then, whatever the
+      // link says now. The key names the link through real directories, as the walk did.
+      let parent: string;
       try {
-        handle = await fs.open(real, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+        parent = await fs.realpath(path.dirname(requested));
       } catch (e) {
         return missingOrThrow(e, name);
       }
-      try {
-        const st = await handle.stat();
-        if (!st.isFile()) throw new TftpAccessError('not-a-file', name);
-        // A directory on the way may have been swapped for a symlink between realpath and open: check
-        // what was really opened (Linux /proc; skipped where it does not exist).
-        const opened = await fs.readlink(`/proc/self/fd/${handle.fd}`).catch(() => real);
-        if (!isInside(base, opened)) throw new TftpAccessError('outside-root', name);
-        return fileOfHandle(handle, st.size);
-      } catch (e) {
-        await handle.close();
-        throw e;
-      }
+      const key = path.relative(base, path.join(parent, path.basename(requested))).split(path.sep).join('/');
+      const target = isInside(base, parent) ? links.get(key) : undefined;
+      if (target === undefined) throw new TftpAccessError('outside-root', name);
+      return openRegular(target, name, (opened) => opened === target);
     },
   };
+}
+
+/**
+ * Open `real` if it is a regular file and what was really opened passes `allowed`. O_NOFOLLOW: the last
+ * component cannot have become a symlink since it was resolved; O_NONBLOCK: opening a FIFO does not wait for
+ * a writer (it is then refused as not a regular file).
+ */
+async function openRegular(real: string, name: string, allowed: (opened: string) => boolean): Promise<TftpFile | undefined> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(real, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (e) {
+    return missingOrThrow(e, name);
+  }
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) throw new TftpAccessError('not-a-file', name);
+    // A directory on the way may have been swapped for a symlink since it was resolved: check what was
+    // really opened (Linux /proc; skipped where it does not exist).
+    const opened = await fs.readlink(`/proc/self/fd/${handle.fd}`).catch(() => real);
+    if (!allowed(opened)) throw new TftpAccessError('outside-root', name);
+    return fileOfHandle(handle, st.size);
+  } catch (e) {
+    await handle.close();
+    throw e;
+  }
 }
 
 function fileOfHandle(handle: fs.FileHandle, size: number): TftpFile {
@@ -112,10 +142,6 @@ function missingOrThrow(e: unknown, name: string): undefined {
   if (code === 'EACCES' || code === 'EPERM') throw new TftpAccessError('permission', name);
   if (code === 'ELOOP') throw new TftpAccessError('outside-root', name);
   throw e;
-}
-
-function isInside(base: string, p: string): boolean {
-  return p === base || p.startsWith(base.endsWith(path.sep) ? base : base + path.sep);
 }
 
 /** Content of a generated file; a function is called at each open, so every transfer sees one snapshot. */

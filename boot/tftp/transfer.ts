@@ -72,7 +72,7 @@ export class Transfer {
   constructor(private readonly cfg: TransferConfig) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.total = blockCount(cfg.file.size, cfg.params.blksize);
-    // A client's RFC 2349 timeout is used as asked; otherwise the wait adapts to the measured round trip.
+    // A client's RFC 2349 timeout (at most MAX_TIMEOUT_S) is used as asked; otherwise the wait adapts to the round trip.
     const negotiated = cfg.params.timeoutMs;
     this.rto = negotiated === undefined ? new RetransmitTimer(cfg.timeoutMs) : new RetransmitTimer(negotiated, negotiated);
     cfg.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
