@@ -184,16 +184,19 @@ export class EventHub {
 
   /** Write what the client has not had yet, until its socket pushes back. */
   private pump(client: Client): void {
-    if (client.blocked || client.res.destroyed) return;
+    if (client.res.destroyed) return;
     const base = this.ring[0]?.seq ?? this.nextSeq;
+    // Checked even while it is blocked: a client that stopped reading is found here, not at its next drain.
     if (client.next < base) {
       // It fell behind the ring: closing is what bounds the memory it could hold. It resumes with
       // Last-Event-ID and is told 410 if what it missed is gone.
       this.dropped++;
-      client.res.end();
+      // destroy, not end: end() would wait for the socket to take what is buffered, which it never does.
+      client.res.destroy();
       this.detach(client);
       return;
     }
+    if (client.blocked) return;
     while (client.next < this.nextSeq) {
       const entry = this.ring[client.next - base]!;
       client.next++;

@@ -1,6 +1,7 @@
 // buildServer: the boot server's HTTP side as a fastify app. No listen() in here: `dragonfly serve`
 // listens, tests use inject() or listen(0).
 import fs from 'node:fs';
+import path from 'node:path';
 import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import fastifyStatic from '@fastify/static';
 import rateLimit from '@fastify/rate-limit';
@@ -14,6 +15,7 @@ import { webhookRoutes } from './routes-webhooks.js';
 import type { WebhookEvent } from './webhooks.js';
 import { expireWorkflows } from './timeouts.js';
 import { requireRole } from './auth.js';
+import { isInside, resolveRootLinks, type RootLinks } from './tftp/root-links.js';
 import { guardConnections, type ConnectionGuardOptions } from './connection-guard.js';
 import { DiscoveryGate } from './discovery-gate.js';
 import { EventHub, type EventHubOptions } from './event-hub.js';
@@ -80,6 +82,19 @@ export function validateServerUrl(url: string): string {
     throw new DragonflyError('DF_ERR_SERVE_CONFIG', `--public-url must be a plain http(s) URL such as http://10.0.0.1:8080, not ${JSON.stringify(url)}`);
   }
   return url.replace(/\/+$/, '');
+}
+
+/** Whether a request path under a static root resolves to a file that root may serve (see resolveRootLinks). */
+function servedFromRoot(pinned: RootLinks | undefined, pathName: string): boolean {
+  if (!pinned) return false;
+  const rel = pathName.replace(/^\/+/, '');
+  let real: string;
+  try {
+    real = fs.realpathSync(path.join(pinned.base, rel));
+  } catch {
+    return true; // does not exist: let the static handler answer 404
+  }
+  return isInside(pinned.base, real) || pinned.links.get(rel) === real;
 }
 
 export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance> {
@@ -151,8 +166,18 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
   ] as const) {
     if (!dir) continue;
     if (!fs.existsSync(dir)) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `directory ${dir} (for ${prefix}) does not exist`);
-    // @fastify/static serves Range requests and refuses paths outside root.
-    await app.register(fastifyStatic, { root: dir, prefix, decorateReply: false, index: false, list: false, dotfiles: 'deny' });
+    // @fastify/static serves Range requests and refuses paths outside root. Links are held to TFTP's rule
+    // (boot/tftp/root-links.ts): those the root held at start are served, a link made later never is.
+    const pinned = resolveRootLinks(dir);
+    await app.register(fastifyStatic, {
+      root: dir,
+      prefix,
+      decorateReply: false,
+      index: false,
+      list: false,
+      dotfiles: 'deny',
+      allowedPath: (pathName) => servedFromRoot(pinned, pathName),
+    });
   }
 
   // Workflow timeouts, swept while the server runs.

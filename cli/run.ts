@@ -78,6 +78,13 @@ const OPTIONS = {
   'ipxe-dir': { type: 'string' },
   'mage-dir': { type: 'string' },
   'api-token-file': { type: 'string' },
+  'read-token-file': { type: 'string' },
+  'token-file': { type: 'string' },
+  'max-streams': { type: 'string' },
+  'max-streams-per-address': { type: 'string' },
+  'max-connections': { type: 'string' },
+  'max-connections-per-address': { type: 'string' },
+  'max-discovered': { type: 'string' },
   repo: { type: 'string' },
   branch: { type: 'string' },
   path: { type: 'string' },
@@ -110,11 +117,11 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   history: ['state', 'json', 'limit'],
   name: [],
   schemas: ['crd'],
-  serve: ['fleet', 'repo', 'branch', 'path', 'poll', 'git-credentials-file', 'manual', 'webhook-secret-file', 'state', 'http', 'tftp', 'dhcp', 'dhcp-ip', 'chainload-ipxe', 'public-url', 'ipxe-dir', 'mage-dir', 'api-token-file'],
+  serve: ['fleet', 'repo', 'branch', 'path', 'poll', 'git-credentials-file', 'manual', 'webhook-secret-file', 'state', 'http', 'tftp', 'dhcp', 'dhcp-ip', 'chainload-ipxe', 'public-url', 'ipxe-dir', 'mage-dir', 'api-token-file', 'read-token-file', 'max-streams', 'max-streams-per-address', 'max-connections', 'max-connections-per-address', 'max-discovered'],
   status: ['state', 'json'],
   suspend: ['state', 'reason'],
   resume: ['state'],
-  watch: ['server', 'since', 'json'],
+  watch: ['server', 'since', 'json', 'token-file'],
   mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'template', 'set', 'kexec', 'out', 'kernel-package', 'node'],
 };
 
@@ -204,6 +211,12 @@ export async function run(argv: string[], io: Io): Promise<number> {
             ipxeDir: v['ipxe-dir'],
             mageDir: v['mage-dir'],
             apiTokenFile: v['api-token-file'],
+            readTokenFile: v['read-token-file'],
+            maxStreams: v['max-streams'],
+            maxStreamsPerAddress: v['max-streams-per-address'],
+            maxConnections: v['max-connections'],
+            maxConnectionsPerAddress: v['max-connections-per-address'],
+            maxDiscovered: v['max-discovered'],
           },
           io,
         );
@@ -213,7 +226,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       case 'resume':
         return await suspendCommand({ state: v.state, reason: v.reason, resume: command === 'resume' }, io);
       case 'watch':
-        return await watchCommand({ server: v.server, since: v.since, json }, io);
+        return await watchCommand({ server: v.server, since: v.since, json, tokenFile: v['token-file'] }, io);
       case 'mage':
         if (positionals[0] === 'build') return await mageBuildCommand({ out: v.out, kernelPackage: v['kernel-package'], node: v.node }, io);
         if (positionals[0] === 'run') return await mageRunCommand({ template: v.template, disk: v.disk, set: v.set ?? [], kexec: v.kexec }, io);

@@ -21,6 +21,7 @@ import type { Io } from './output.js';
 export const serveHelp = `Usage: dragonfly serve [--fleet DIR | --repo URL [--branch B] [--path SUBDIR] [--poll 30s]] [--manual]
                        [--state DIR] [--http HOST:PORT] [--tftp HOST:PORT|off]
                        [--dhcp proxy --dhcp-ip IP [--chainload-ipxe]] [--public-url URL] [--ipxe-dir DIR] [--mage-dir DIR]
+                       [--api-token-file FILE] [--read-token-file FILE] [--max-… N]
 
 Serve PXE-booting machines: each machine's fate (discover, image, boot its disk) comes from what the
 state store says about its MAC. With --fleet or --repo it is also the GitOps controller: every new
@@ -48,8 +49,18 @@ changes nothing and is reported (\`dragonfly status\`) until a valid one arrives
   --ipxe-dir DIR       iPXE binaries (default /usr/lib/ipxe, Debian's ipxe package)
   --mage-dir DIR       Mage's vmlinuz and initrd (dragonfly mage build --out DIR)
 
-Environment: DRAGONFLY_API_TOKEN (or --api-token-file FILE) allows admin API calls; without it they are
-all refused. \`dragonfly suspend\` / \`resume\` pause and restart applying. DRAGONFLY_LOG_LEVEL (default info). Logs are JSON lines (pino) on stdout.
+  --api-token-file FILE        the admin token (else DRAGONFLY_API_TOKEN): admin calls and reads
+  --read-token-file FILE       a read-only token (else DRAGONFLY_READ_TOKEN): machines, workflows,
+                       events, metrics. Without either, the read API is refused: inventories and MACs are
+                       not public. PXE and Mage need no token.
+  --max-discovered N           Discovered machines (seen, not in git) the store may hold (default 10000);
+                       new MACs are also limited to 60 a minute per source address
+  --max-streams N              event streams open at once (default 4096); --max-streams-per-address N (64)
+  --max-connections N          HTTP connections at once (default 4096); --max-connections-per-address N (256)
+
+Security: anyone on the provisioning network can name any MAC; docs/security.md says what each endpoint
+lets them do and what to put around the server. \`dragonfly suspend\` / \`resume\` pause and restart
+applying. DRAGONFLY_LOG_LEVEL (default info). Logs are JSON lines (pino) on stdout.
 `;
 
 export interface ServeOptions {
@@ -71,6 +82,26 @@ export interface ServeOptions {
   ipxeDir?: string;
   mageDir?: string;
   apiTokenFile?: string;
+  readTokenFile?: string;
+  maxStreams?: string;
+  maxStreamsPerAddress?: string;
+  maxConnections?: string;
+  maxConnectionsPerAddress?: string;
+  maxDiscovered?: string;
+}
+
+function count(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d{1,7}$/.test(text) || Number(text) < 1) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `${flag} takes a whole number of at least 1, not ${JSON.stringify(text)}`);
+  return Number(text);
+}
+
+/** A token from a file (first line) or the environment; an empty one counts as none. */
+function tokenFrom(file: string | undefined, env: string | undefined, flag: string): string | undefined {
+  if (!file) return env || undefined;
+  const token = fs.readFileSync(file, 'utf8').split('\n')[0]!.trim();
+  if (!token) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `${flag} ${file} is empty`);
+  return token;
 }
 
 function hostPort(text: string, what: string): { host: string; port: number } {
@@ -104,7 +135,15 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
   if (opts.chainloadIpxe && opts.tftp === 'off') throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--chainload-ipxe hands out the iPXE binary over TFTP: it cannot go with --tftp off');
   if (opts.dhcp && !opts.dhcpIp) throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--dhcp proxy needs --dhcp-ip, the address machines reach this server at');
   const ipxeDir = opts.ipxeDir ?? '/usr/lib/ipxe';
-  const apiToken = opts.apiTokenFile ? fs.readFileSync(opts.apiTokenFile, 'utf8').trim() : process.env.DRAGONFLY_API_TOKEN || undefined;
+  const apiToken = tokenFrom(opts.apiTokenFile, process.env.DRAGONFLY_API_TOKEN, '--api-token-file');
+  const readToken = tokenFrom(opts.readTokenFile, process.env.DRAGONFLY_READ_TOKEN, '--read-token-file');
+  const limits = {
+    maxStreams: count(opts.maxStreams, '--max-streams'),
+    maxStreamsPerAddress: count(opts.maxStreamsPerAddress, '--max-streams-per-address'),
+    maxConnections: count(opts.maxConnections, '--max-connections'),
+    maxConnectionsPerAddress: count(opts.maxConnectionsPerAddress, '--max-connections-per-address'),
+    maxDiscovered: count(opts.maxDiscovered, '--max-discovered'),
+  };
   const stateDir = stateDirFrom(opts.state);
   const publicUrl = opts.publicUrl ?? `http://${http.host === '0.0.0.0' || http.host === '::' ? (opts.dhcpIp ?? firstIpv4()) : http.host}:${http.port}`;
 
@@ -126,6 +165,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
   const secret = loadOrCreateSecret(stateDir);
   const closers: (() => Promise<unknown>)[] = [() => store.close()];
   try {
+    if (!apiToken && !readToken) log.warn('no DRAGONFLY_API_TOKEN or DRAGONFLY_READ_TOKEN: the read API, the event stream, /metrics and admin calls are all refused');
     if (!opts.mageDir) log.warn('no --mage-dir: discovery and imaging scripts point at /mage/vmlinuz and /mage/initrd, which will 404');
     if (!fs.existsSync(ipxeDir)) log.warn({ ipxeDir }, 'no iPXE binaries: install Debian\'s ipxe package or pass --ipxe-dir');
 
@@ -150,6 +190,16 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
       ...(opts.mageDir ? { mageDir: opts.mageDir } : {}),
       ...(fs.existsSync(ipxeDir) ? { ipxeDir } : {}),
       ...(apiToken ? { apiToken } : {}),
+      ...(readToken ? { readToken } : {}),
+      events: {
+        ...(limits.maxStreams ? { maxStreams: limits.maxStreams } : {}),
+        ...(limits.maxStreamsPerAddress ? { maxStreamsPerAddress: limits.maxStreamsPerAddress } : {}),
+      },
+      connections: {
+        ...(limits.maxConnections ? { maxConnections: limits.maxConnections } : {}),
+        ...(limits.maxConnectionsPerAddress ? { maxConnectionsPerAddress: limits.maxConnectionsPerAddress } : {}),
+      },
+      ...(limits.maxDiscovered ? { maxDiscovered: limits.maxDiscovered } : {}),
       ...(webhookSecret ? { webhookSecret } : {}),
       ...(git ? { webhookBranch: git.branch, onWebhookPush: () => follower?.fetchNow() } : {}),
       tftpStats: () => tftpServer?.stats() ?? { transfers: 0, bytes: 0, errors: 0, active: 0 },

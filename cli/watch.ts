@@ -1,8 +1,9 @@
 // `dragonfly watch`: follow a running server's event stream (GET /api/v1/events, server-sent events).
+import fs from 'node:fs';
 import { DragonflyError } from '../schemas/errors.js';
 import type { Io } from './output.js';
 
-export const watchHelp = `Usage: dragonfly watch [--server URL] [--since REV] [--json]
+export const watchHelp = `Usage: dragonfly watch [--server URL] [--since REV] [--json] [--token-file FILE]
 
 Print machine and workflow changes as a running \`dragonfly serve\` records them: discoveries, hardware
 reports, workflows starting, per-action progress and log lines, successes and failures. Reconnects and
@@ -11,6 +12,11 @@ resumes from the last revision it printed.
   --server URL   the server (default http://127.0.0.1:8080)
   --since REV    replay from this store revision (default: from now)
   --json         one JSON object per change
+  --token-file FILE   a read (or admin) token of the server (else DRAGONFLY_READ_TOKEN, then
+                 DRAGONFLY_API_TOKEN): the event stream shows inventories, so it is not open
+
+When the server no longer keeps the changes after the revision it would resume from (a long
+disconnection), it says so and goes on from the present.
 `;
 
 interface StreamEvent {
@@ -34,13 +40,24 @@ export function describeChange(kind: string, e: StreamEvent): string | undefined
   return undefined;
 }
 
-export async function watchCommand(opts: { server?: string; since?: string; json?: boolean }, io: Io): Promise<number> {
+export async function watchCommand(opts: { server?: string; since?: string; json?: boolean; tokenFile?: string }, io: Io): Promise<number> {
   const base = (opts.server ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
   let since = opts.since;
   if (since !== undefined && !/^\d+$/.test(since)) throw new DragonflyError('DF_ERR_USAGE', '--since takes a store revision (a number)');
+  const token = opts.tokenFile ? fs.readFileSync(opts.tokenFile, 'utf8').split('\n')[0]!.trim() : process.env.DRAGONFLY_READ_TOKEN || process.env.DRAGONFLY_API_TOKEN;
   for (;;) {
     try {
-      const res = await fetch(`${base}/api/v1/events${since !== undefined ? `?since=${since}` : ''}`, { headers: { accept: 'text/event-stream' } });
+      const res = await fetch(`${base}/api/v1/events${since !== undefined ? `?since=${since}` : ''}`, {
+        headers: { accept: 'text/event-stream', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      });
+      if (res.status === 401 || res.status === 403) {
+        throw new DragonflyError('DF_ERR_UNAUTHORIZED', `${base} refused the event stream (HTTP ${res.status}): pass --token-file or set DRAGONFLY_READ_TOKEN`);
+      }
+      if (res.status === 410) {
+        io.err(`watch: the server no longer keeps the changes after revision ${since}; going on from now (some changes were not shown)\n`);
+        since = undefined;
+        continue;
+      }
       if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
       const decoder = new TextDecoder();
       let buffer = '';
@@ -62,6 +79,7 @@ export async function watchCommand(opts: { server?: string; since?: string; json
         }
       }
     } catch (e) {
+      if (e instanceof DragonflyError) throw e;
       io.err(`watch: ${base} unreachable (${(e as Error).message}); retrying in 2 s\n`);
     }
     await new Promise((r) => setTimeout(r, 2000));
