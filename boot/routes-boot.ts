@@ -22,7 +22,7 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
   { deps, metrics, gate, storeErrors },
 ) => {
   const entry = entryScript(deps.serverUrl);
-  const seen = new SeenBatch(deps.store, 1000, (err) => app.log.warn({ err }, 'could not record seen-times'));
+  const seen = new SeenBatch(deps.store, 1000, storeErrors);
   app.addHook('onClose', async () => seen.close());
 
   const sendEntry = async (_req: unknown, reply: import('fastify').FastifyReply) => reply.type('text/plain; charset=utf-8').send(entry);

@@ -169,7 +169,8 @@ export class LmdbStore implements Store {
   }
 
   health(): StoreHealth {
-    this.refreshFree();
+    // Asked rarely (/healthz): always look, and let the commits that follow see it too.
+    this.free = { checkedAt: Date.now(), bytes: freeBytes(this.dir) };
     return this.free.bytes >= this.minFree ? { writable: true } : { writable: false, reason: `disk full: ${this.free.bytes} bytes free in ${this.dir}, need ${this.minFree}` };
   }
 

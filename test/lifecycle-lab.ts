@@ -23,6 +23,9 @@ export const BIN = path.join(ROOT, 'bin', 'dragonfly.js');
 /** What the installed OS's MBR prints on COM1 before it powers the VM off. */
 export const MARKER = 'DRAGONFLY-DISK-BOOT-OK';
 const MiB = 2 ** 20;
+/** The lab's serve reads its API with this admin token (the read API is not open). */
+const LAB_TOKEN = 'lifecycle-lab-token';
+const LAB_AUTH = { authorization: `Bearer ${LAB_TOKEN}` };
 const DEB_CACHE = process.env.DRAGONFLY_DEB_CACHE ?? '/var/tmp/dragonfly-debs';
 const HTTP_PORT = 8080;
 const IMAGE_PORT = 8081;
@@ -257,7 +260,7 @@ spec:
       [BIN, 'serve', '--repo', this.git!.url('fleet.git'), '--path', 'fleet', '--poll', '1s', '--mage-dir', mageDir, '--state', this.state,
         '--http', `0.0.0.0:${HTTP_PORT}`, '--tftp', `${SERVER_IP}:69`, '--dhcp', 'proxy', '--dhcp-ip', SERVER_IP,
         ...(opts.chainloadIpxe ? ['--chainload-ipxe'] : []), '--public-url', this.publicUrl],
-      { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', DRAGONFLY_STATE: '' } },
+      { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', DRAGONFLY_STATE: '', DRAGONFLY_API_TOKEN: LAB_TOKEN } },
     );
     const end = Date.now() + 30_000;
     while (!(await fetch(`${this.api}/healthz`).then((r) => r.ok, () => false))) {
@@ -317,16 +320,16 @@ spec:
   }
 
   async machines(): Promise<MachineRow[]> {
-    return (await (await fetch(`${this.api}/api/v1/machines`)).json()) as MachineRow[];
+    return ((await (await fetch(`${this.api}/api/v1/machines?limit=5000`, { headers: LAB_AUTH })).json()) as { items: MachineRow[] }).items;
   }
 
   async workflows(): Promise<WorkflowRow[]> {
-    return (await (await fetch(`${this.api}/api/v1/workflows`)).json()) as WorkflowRow[];
+    return ((await (await fetch(`${this.api}/api/v1/workflows?limit=5000`, { headers: LAB_AUTH })).json()) as { items: WorkflowRow[] }).items;
   }
 
   /** One series of serve's /metrics, e.g. `dragonfly_boot_scripts_total{fate="imaging"}` or `dragonfly_tftp_transfers_total`. */
   async metric(series: string): Promise<number> {
-    const text = await (await fetch(`${this.api}/metrics`)).text();
+    const text = await (await fetch(`${this.api}/metrics`, { headers: LAB_AUTH })).text();
     const line = text.split('\n').find((l) => l.startsWith(`${series} `));
     return Number(line?.slice(series.length + 1) ?? 0);
   }

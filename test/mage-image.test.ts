@@ -113,7 +113,7 @@ describe('dragonfly mage build', () => {
     const api = `http://127.0.0.1:${port}`;
     server = spawn(process.execPath, [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${port}`, '--tftp', 'off', '--public-url', `http://10.0.2.2:${port}`, '--mage-dir', out], {
       stdio: ['ignore', fs.openSync(path.join(work, 'server.log'), 'w'), fs.openSync(path.join(work, 'server.err'), 'w')],
-      env: { ...process.env, DRAGONFLY_STATE: '' },
+      env: { ...process.env, DRAGONFLY_STATE: '', DRAGONFLY_API_TOKEN: 'mage-image-token' },
     });
     await until('the server', async () => (await fetch(`${api}/healthz`).catch(() => undefined))?.ok === true, 20_000);
     // What iPXE would fetch is what was built.
@@ -149,7 +149,7 @@ describe('dragonfly mage build', () => {
         'Mage to register',
         async () => {
           if (qemu!.exitCode !== null) throw new Error(`QEMU exited (${qemu!.exitCode}): ${qemuErr}`);
-          const list = (await (await fetch(`${api}/api/v1/machines`)).json()) as Machine[];
+          const list = ((await (await fetch(`${api}/api/v1/machines`, { headers: { authorization: 'Bearer mage-image-token' } })).json()) as { items: Machine[] }).items;
           machine = list.find((m) => m.mac === MAC && m.hardware);
           return machine !== undefined;
         },

@@ -30,7 +30,7 @@ function curl(args: string[]): string {
 }
 
 function bootCount(fate: string): number {
-  const m = new RegExp(`dragonfly_boot_scripts_total\\{fate="${fate}"\\} (\\d+)`).exec(curl([`http://127.0.0.1:${PORT}/metrics`]));
+  const m = new RegExp(`dragonfly_boot_scripts_total\\{fate="${fate}"\\} (\\d+)`).exec(curl(['-H', 'Authorization: Bearer qemu-pxe-token', `http://127.0.0.1:${PORT}/metrics`]));
   return m ? Number(m[1]) : 0;
 }
 
@@ -53,7 +53,7 @@ beforeAll(async () => {
   spawnSync('ip', inNs(['ip', 'link', 'set', 'lo', 'up']));
   server = spawn('ip', inNs([process.execPath, BIN, 'serve', '--state', state, '--http', `127.0.0.1:${PORT}`, '--tftp', 'off', '--public-url', `http://10.0.2.2:${PORT}`]), {
     stdio: ['ignore', fs.openSync(path.join(work, 'server.log'), 'w'), 'inherit'],
-    env: { ...process.env, DRAGONFLY_STATE: '' },
+    env: { ...process.env, DRAGONFLY_STATE: '', DRAGONFLY_API_TOKEN: 'qemu-pxe-token' },
   });
   await until('the server', () => spawnSync('ip', inNs(['curl', '-sf', `http://127.0.0.1:${PORT}/healthz`])).status === 0, 20_000);
   qemu = spawn(
@@ -81,7 +81,7 @@ describe('QEMU + iPXE ROM against dragonfly serve', () => {
     const t0 = Date.now();
     // 1. Unknown VM: discovered at once, with its memorable name.
     const discovered = await until('the VM to be discovered', () => {
-      const machines = JSON.parse(curl([`http://127.0.0.1:${PORT}/api/v1/machines`])) as { mac: string; phase: string; memorableName: string; source: string }[];
+      const machines = (JSON.parse(curl(['-H', 'Authorization: Bearer qemu-pxe-token', `http://127.0.0.1:${PORT}/api/v1/machines`])) as { items: { mac: string; phase: string; memorableName: string; source: string }[] }).items;
       return machines.find((m) => m.mac === MAC);
     }, 90_000);
     expect(discovered).toMatchObject({ phase: 'Discovered', source: 'pxe', memorableName: 'CensusAbandonEmotionMember' });

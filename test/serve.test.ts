@@ -19,7 +19,10 @@ describe('dragonfly serve', () => {
     const state = tempDir();
     dirs.push(state);
     const [http, tftp] = [await freePort(), await freePort()];
-    const serve = spawn(process.execPath, [BIN, 'serve', '--fleet', 'fleet.example', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', `127.0.0.1:${tftp}`], { cwd: ROOT });
+    const serve = spawn(process.execPath, [BIN, 'serve', '--fleet', 'fleet.example', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', `127.0.0.1:${tftp}`], {
+      cwd: ROOT,
+      env: { ...process.env, DRAGONFLY_API_TOKEN: 'admin-token', DRAGONFLY_READ_TOKEN: 'read-token' },
+    });
     children.push(serve);
     const serveOut = collect(serve);
     const base = `http://127.0.0.1:${http}`;
@@ -29,7 +32,7 @@ describe('dragonfly serve', () => {
     expect(serveOut.text()).toMatch(/"plan":"Plan: 8 to add, 0 to change, 0 to reimage, 0 to retire\."/);
 
     // --since 0 replays from the first revision, so it does not matter whether watch connects before or after.
-    const watch = spawn(process.execPath, [BIN, 'watch', '--server', base, '--since', '0'], { cwd: ROOT });
+    const watch = spawn(process.execPath, [BIN, 'watch', '--server', base, '--since', '0'], { cwd: ROOT, env: { ...process.env, DRAGONFLY_READ_TOKEN: 'read-token' } });
     children.push(watch);
     const watchOut = collect(watch);
     // A machine that is not in git PXE boots: it is discovered.
@@ -42,7 +45,8 @@ describe('dragonfly serve', () => {
     const manual = dragonfly(['apply', '--fleet', 'fleet.example', '--state', state, '--auto-approve']);
     expect(manual.status).toBe(0);
     expect(manual.stdout).toMatch(/No changes/);
-    const machines = (await (await fetch(`${base}/api/v1/machines`)).json()) as { name?: string; phase: string }[];
+    expect((await fetch(`${base}/api/v1/machines`)).status).toBe(401);
+    const machines = ((await (await fetch(`${base}/api/v1/machines`, { headers: { authorization: 'Bearer read-token' } })).json()) as { items: { name?: string; phase: string }[] }).items;
     expect(machines.find((m) => m.name === 'web-01')?.phase).toBe('Assigned');
 
     serve.kill('SIGTERM');
