@@ -97,7 +97,11 @@ export const ERRORS = {
   DF_ERR_BAD_MAC: spec('malformed MAC address', "write six hex pairs separated by ':' or '-', e.g. 52:54:00:ab:cd:01"),
   // HTTP API (boot server, agent API)
   DF_ERR_BAD_REQUEST: spec('the request is malformed', 'check the request against schemas/agent.schema.json'),
-  DF_ERR_UNAUTHORIZED: spec('missing or wrong credentials', 'send Authorization: Bearer TOKEN (the workflow token, or DRAGONFLY_API_TOKEN for admin calls)', 401),
+  DF_ERR_UNAUTHORIZED: spec(
+    'missing or wrong credentials',
+    'send Authorization: Bearer TOKEN: DRAGONFLY_READ_TOKEN (reads) or DRAGONFLY_API_TOKEN (everything); a Mage sends its workflow token to claim, then its own secret',
+    401,
+  ),
   DF_ERR_NOT_FOUND: spec('no such resource', 'check the id or MAC', 404),
   DF_ERR_WORKFLOW_ENDED: spec('the workflow has already ended', 'a finished, failed or timed-out workflow takes no more reports; bump the generation to run again', 409),
   DF_ERR_RATE_LIMITED: spec('too many requests from this source', 'slow down; discovery is rate-limited per source address', 429),

@@ -24,7 +24,7 @@ export const BIN = path.join(ROOT, 'bin', 'dragonfly.js');
 export const MARKER = 'DRAGONFLY-DISK-BOOT-OK';
 const MiB = 2 ** 20;
 /** The lab's serve reads its API with this admin token (the read API is not open). */
-const LAB_TOKEN = 'lifecycle-lab-token';
+export const LAB_TOKEN = 'lifecycle-lab-token';
 const LAB_AUTH = { authorization: `Bearer ${LAB_TOKEN}` };
 const DEB_CACHE = process.env.DRAGONFLY_DEB_CACHE ?? '/var/tmp/dragonfly-debs';
 const HTTP_PORT = 8080;
@@ -337,7 +337,7 @@ spec:
   /** The CLI, from this process's namespace, without blocking the event loop (the git server lives here). */
   async cli(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
     try {
-      const r = await exec(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', DRAGONFLY_STATE: '' }, timeout: 60_000, maxBuffer: 16 * MiB });
+      const r = await exec(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', DRAGONFLY_STATE: '', DRAGONFLY_API_TOKEN: LAB_TOKEN }, timeout: 60_000, maxBuffer: 16 * MiB });
       return { status: 0, stdout: r.stdout, stderr: r.stderr };
     } catch (e) {
       const err = e as { code?: number; stdout?: string; stderr?: string };

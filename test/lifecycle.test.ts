@@ -25,7 +25,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { memorableName } from '../schemas/memorable-name.js';
-import { BIN, fileOnDisk, fleetFiles, LifecycleLab, mageImage, MARKER, ROOT, seconds, type Boot } from './lifecycle-lab.js';
+import { BIN, fileOnDisk, fleetFiles, LAB_TOKEN, LifecycleLab, mageImage, MARKER, ROOT, seconds, type Boot } from './lifecycle-lab.js';
 import { FIRST_LEASE, SERVER_IP } from './pxe-network.js';
 import { collect, until } from './process-helpers.js';
 
@@ -59,7 +59,7 @@ describe('the machine lifecycle in QEMU: discovery → git → imaging → local
       // A template alone changes no machine: the commit is seen (and valid), with nothing to apply.
       await until('the first commit seen', async () => (await lab.status())?.seen?.revision === first, 30_000, 250);
       expect((await lab.status())!.seen!.valid).toBe(true);
-      watchChild = spawn(process.execPath, [BIN, 'watch', '--server', lab.api, '--since', '0'], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' } });
+      watchChild = spawn(process.execPath, [BIN, 'watch', '--server', lab.api, '--since', '0'], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', DRAGONFLY_READ_TOKEN: LAB_TOKEN } });
       watch = collect(watchChild);
       phase('setup (Mage build, network, OS image, git, serve)');
 

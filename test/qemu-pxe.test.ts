@@ -122,8 +122,10 @@ spec: {template: tiny, selector: {role: test}}
     const secret = fs.readFileSync(path.join(state, 'server.secret'), 'utf8').trim();
     const token = workflowToken(Buffer.from(secret, 'hex'), wfId);
     expect(script).toContain(`dragonfly.workflow=${wfId} dragonfly.token=${token}`);
-    const auth = ['-H', `authorization: Bearer ${token}`, '-H', 'content-type: application/json'];
-    curl([...auth, `http://127.0.0.1:${PORT}/api/v1/agent/workflows/${wfId}`]);
+    // Mage claims the workflow with the token, binding it to a secret of its own; later calls carry the secret.
+    const mageSecret = 'c3'.repeat(32);
+    curl(['-H', `authorization: Bearer ${token}`, '-H', 'content-type: application/json', '-X', 'POST', '-d', JSON.stringify({ secret: mageSecret }), `http://127.0.0.1:${PORT}/api/v1/agent/workflows/${wfId}/claim`]);
+    const auth = ['-H', `authorization: Bearer ${mageSecret}`, '-H', 'content-type: application/json'];
     curl([...auth, '-X', 'POST', '-d', '{"state":"succeeded","percent":100}', `http://127.0.0.1:${PORT}/api/v1/agent/workflows/${wfId}/actions/0`]);
     curl([...auth, '-X', 'POST', '-d', '{"state":"succeeded"}', `http://127.0.0.1:${PORT}/api/v1/agent/workflows/${wfId}/finish`]);
 

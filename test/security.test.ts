@@ -340,6 +340,36 @@ describe('event stream exhaustion (High 4)', () => {
   });
 });
 
+describe('file descriptors (Medium 7)', () => {
+  it('half-open connections from one address are capped at accept; another address is still served', async () => {
+    await start({ connections: { maxConnectionsPerAddress: 5, headersTimeoutMs: 60_000, requestTimeoutMs: 60_000 } });
+    const address = await app.listen({ host: '127.0.0.1', port: 0 });
+    const port = Number(new URL(address).port);
+    const idle = await Promise.all(
+      Array.from({ length: 12 }, async () => {
+        const s = net.connect(port, '127.0.0.1');
+        s.on('error', () => {});
+        await new Promise((r) => s.once('connect', r));
+        return { s, closed: new Promise<boolean>((r) => s.once('close', () => r(true))) };
+      }),
+    );
+    // Seven of twelve are closed by the server without a byte sent; five stay open (half-open, as an attacker holds them).
+    const settled = await Promise.all(idle.slice(5).map((c) => c.closed));
+    expect(settled).toEqual(Array(7).fill(true));
+    expect(idle.slice(0, 5).every((c) => !c.s.destroyed)).toBe(true);
+    const other = await new Promise<number>((resolve, reject) => {
+      const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+      s.on('error', reject);
+      s.once('connect', () => s.write('GET /boot.ipxe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      s.once('data', (d) => resolve(Number(/^HTTP\/1.1 (\d+)/.exec(String(d))![1])));
+    });
+    expect(other).toBe(200);
+    const metrics = (await app.inject({ url: '/metrics', headers: ADMIN })).body;
+    expect(metrics).toMatch(/dragonfly_http_connections_refused 7/);
+    for (const c of idle) c.s.destroy();
+  });
+});
+
 describe('framework errors and files (Low 10, Medium 8)', () => {
   it('bad URL encoding and over-long paths are answered in our format, never echoed', async () => {
     await start();
