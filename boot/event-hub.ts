@@ -11,7 +11,10 @@ import type { Workflow } from '../schemas/types.js';
 import { publicWorkflow } from './public.js';
 
 const STREAMED = [MACHINES, WORKFLOWS, EVENTS];
-const HEARTBEAT_MS = 15_000;
+/** Each client gets a comment this often, so proxies keep the connection; spread over ticks of 1 s so that
+ * thousands of idle clients never cost one burst of writes. */
+const HEARTBEAT_TICKS = 15;
+const TICK_MS = 1000;
 
 export interface EventHubOptions {
   /** Events the ring holds at most (default 10,000). */
@@ -38,6 +41,8 @@ interface Client {
   next: number;
   /** Waiting for 'drain': the socket holds what we wrote and takes no more for now. */
   blocked: boolean;
+  /** Which of the HEARTBEAT_TICKS ticks is its heartbeat's. */
+  slot: number;
 }
 
 export type Admission = { ok: true } | { ok: false; reason: 'compacted'; oldest: number } | { ok: false; reason: 'too-many'; scope: 'total' | 'address' };
@@ -83,6 +88,7 @@ export class EventHub {
   private readonly maxStreams: number;
   private readonly maxPerAddress: number;
   private closed = false;
+  private attached = 0;
   /** Clients closed because they fell behind the ring (for /metrics and tests). */
   dropped = 0;
 
@@ -99,9 +105,11 @@ export class EventHub {
     const oldest = await this.store.oldestRevision();
     this.floor = Math.max(oldest, head - (this.opts.replayRevisions ?? 10_000), 0);
     this.follow(this.floor);
+    let tick = 0;
     this.heartbeat = setInterval(() => {
-      for (const c of this.clients) if (!c.blocked) c.res.write(': keep-alive\n\n');
-    }, HEARTBEAT_MS);
+      tick = (tick + 1) % HEARTBEAT_TICKS;
+      for (const c of this.clients) if (c.slot === tick && !c.blocked) c.res.write(': keep-alive\n\n');
+    }, TICK_MS);
     this.heartbeat.unref();
   }
 
@@ -164,7 +172,7 @@ export class EventHub {
     // The first entry after `since`: entries are in revision order.
     let i = this.ring.findIndex((e) => e.revision > since);
     if (i < 0) i = this.ring.length;
-    const client: Client = { res, address, next: (this.ring[0]?.seq ?? this.nextSeq) + i, blocked: false };
+    const client: Client = { res, address, next: (this.ring[0]?.seq ?? this.nextSeq) + i, blocked: false, slot: this.attached++ % HEARTBEAT_TICKS };
     this.clients.add(client);
     this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     res.on('drain', () => {
