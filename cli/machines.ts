@@ -4,10 +4,14 @@ import { readObservedIfAny } from './fleet.js';
 import type { Io } from './output.js';
 import { table } from './table.js';
 
-export const machinesHelp = `Usage: dragonfly machines [--state DIR] [--json]
+export const machinesHelp = `Usage: dragonfly machines [NAME|MAC|MEMORABLE-NAME] [--state DIR] [--json]
 
 Machines in the state store: name, memorable name, boot MAC, phase, template@generation (installed, or
 desired → when it differs), and when the machine was last seen on the network.
+
+With a machine (its name, its memorable name, or a boot MAC in any notation): that machine in full — its
+hardware report (and any unverified one, which plans never use), its boot fate and why, desired vs
+installed, its workflow with per-action progress and who claimed it, power, and its recent events.
 `;
 
 export interface MachineRow {

@@ -5,6 +5,7 @@ import { applyCommand, applyHelp } from './apply.js';
 import { diffCommand, diffHelp } from './diff.js';
 import { historyCommand, historyHelp } from './history.js';
 import { machinesCommand, machinesHelp } from './machines.js';
+import { machineDetailCommand } from './machine-detail.js';
 import { nameCommand, nameHelp } from './name.js';
 import { reportError, type Io } from './output.js';
 import { planCommand, planHelp } from './plan.js';
@@ -31,7 +32,7 @@ Commands:
   plan       show what apply would change (+ add, ~ change, ! reimage, - retire), or a branch's (--base/--head)
   diff       the Machines, Templates and Assignments that differ between two git revisions
   apply      apply a saved plan, or plan and ask for "yes"
-  machines   list machines in the store
+  machines   list machines in the store; \`machines NAME\` shows one in full
   history    list every apply (audit log)
   name       print the memorable name of a MAC
   schemas    print the JSON Schemas, or Kubernetes CRDs with --crd
@@ -152,7 +153,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (unexpected.length > 0) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `${command} does not take --${unexpected.join(', --')}`, {}, `run \`dragonfly ${command} --help\``));
   }
-  const maxPositionals = command === 'diff' ? 2 : command === 'apply' || command === 'name' || command === 'schemas' || command === 'mage' ? 1 : 0;
+  const maxPositionals = command === 'diff' ? 2 : command === 'apply' || command === 'name' || command === 'schemas' || command === 'mage' || command === 'machines' ? 1 : 0;
   if (positionals.length > maxPositionals) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `unexpected argument "${positionals[maxPositionals]}"`, {}, `run \`dragonfly ${command} --help\``));
   }
@@ -183,6 +184,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
       case 'apply':
         return await applyCommand({ planFile: positionals[0], fleet: v.fleet, state: v.state, autoApprove: v['auto-approve'] }, io);
       case 'machines':
+        if (positionals[0] !== undefined) return await machineDetailCommand({ state: v.state, json, query: positionals[0] }, io);
         return await machinesCommand({ state: v.state, json }, io);
       case 'history':
         return await historyCommand({ state: v.state, json, limit: v.limit }, io);
