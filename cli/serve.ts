@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pino } from 'pino';
+import { createLogger, logFormat } from './log.js';
 import { DragonflyError } from '../schemas/errors.js';
 import { buildServer } from '../boot/server.js';
 import { entryScript } from '../boot/ipxe.js';
@@ -21,7 +21,7 @@ import type { Io } from './output.js';
 export const serveHelp = `Usage: dragonfly serve [--fleet DIR | --repo URL [--branch B] [--path SUBDIR] [--poll 30s]] [--manual]
                        [--state DIR] [--http HOST:PORT] [--tftp HOST:PORT|off]
                        [--dhcp proxy --dhcp-ip IP [--chainload-ipxe]] [--public-url URL] [--ipxe-dir DIR] [--mage-dir DIR]
-                       [--api-token-file FILE] [--read-token-file FILE] [--max-… N]
+                       [--api-token-file FILE] [--read-token-file FILE] [--max-… N] [--log-format json|pretty]
 
 Serve PXE-booting machines: each machine's fate (discover, image, boot its disk) comes from what the
 state store says about its MAC. With --fleet or --repo it is also the GitOps controller: every new
@@ -60,7 +60,8 @@ changes nothing and is reported (\`dragonfly status\`) until a valid one arrives
 
 Security: anyone on the provisioning network can name any MAC; docs/security.md says what each endpoint
 lets them do and what to put around the server. \`dragonfly suspend\` / \`resume\` pause and restart
-applying. DRAGONFLY_LOG_LEVEL (default info). Logs are JSON lines (pino) on stdout.
+applying. Logs go to stdout: readable lines on a terminal, JSON lines (pino) when piped;
+--log-format json|pretty chooses. DRAGONFLY_LOG_LEVEL (default info).
 `;
 
 export interface ServeOptions {
@@ -88,6 +89,7 @@ export interface ServeOptions {
   maxConnections?: string;
   maxConnectionsPerAddress?: string;
   maxDiscovered?: string;
+  logFormat?: string;
 }
 
 function count(text: string | undefined, flag: string): number | undefined {
@@ -127,7 +129,7 @@ function firstIpv4(): string {
 }
 
 export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number> {
-  const log = pino({ name: 'dragonfly', level: process.env.DRAGONFLY_LOG_LEVEL ?? 'info' });
+  const log = createLogger({ level: process.env.DRAGONFLY_LOG_LEVEL ?? 'info', fd: 1, format: logFormat(opts.logFormat) });
   const http = hostPort(opts.http ?? '0.0.0.0:8080', '--http');
   const tftp = opts.tftp === 'off' ? undefined : hostPort(opts.tftp ?? '0.0.0.0:69', '--tftp');
   if (opts.dhcp !== undefined && opts.dhcp !== 'proxy') throw new DragonflyError('DF_ERR_SERVE_CONFIG', `--dhcp ${opts.dhcp}: only "proxy" is supported`);

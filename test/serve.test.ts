@@ -15,6 +15,24 @@ afterEach(() => {
 });
 
 describe('dragonfly serve', () => {
+  it('logs readable lines with --log-format pretty (as on a terminal), JSON lines when piped', async () => {
+    const state = tempDir();
+    dirs.push(state);
+    const http = await freePort();
+    for (const [format, line] of [
+      ['pretty', /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: HTTP listening \{"http":"127\.0\.0\.1:\d+"/m],
+      ['json', /^\{"level":30,"time":\d+,.*"msg":"HTTP listening"\}$/m],
+    ] as const) {
+      const serve = spawn(process.execPath, [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', 'off', '--log-format', format], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' } });
+      children.push(serve);
+      const out = collect(serve);
+      await until(`serve (${format}) to listen`, () => out.text().includes('HTTP listening'));
+      serve.kill('SIGTERM');
+      await new Promise((r) => serve.once('exit', r));
+      expect(out.text()).toMatch(line);
+    }
+  });
+
   it('serves, is watched, and shuts down gracefully on SIGTERM', async () => {
     const state = tempDir();
     dirs.push(state);
@@ -64,6 +82,8 @@ describe('dragonfly serve', () => {
       [['--chainload-ipxe'], '--chainload-ipxe changes what the proxyDHCP answers: it needs --dhcp proxy'],
       [['--dhcp', 'proxy', '--dhcp-ip', '127.0.0.1', '--chainload-ipxe', '--tftp', 'off'], 'cannot go with --tftp off'],
       [['--mage-dir', '/nonexistent', '--http', '127.0.0.1:0', '--tftp', 'off'], 'directory /nonexistent (for /mage/) does not exist'],
+      [['--log-format', 'xml'], '--log-format takes json, pretty or auto, not "xml"'],
+      [['--max-streams', '0'], '--max-streams takes a whole number of at least 1, not "0"'],
     ] as const) {
       const state = tempDir();
       dirs.push(state);
