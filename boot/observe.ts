@@ -80,51 +80,48 @@ export async function recordSeen(
 }
 
 /**
- * Mage's hardware report. The first report of a machine is stored as its hardware (trusted on first use:
- * before it, nothing is known at all). After that, a report counts only when it comes from a Mage that
- * holds a claimed workflow of this machine (`verified`); any other report that differs is kept apart as
- * `unverifiedHardware`, shown as drift and never used for planning: anyone on the boot network can send
- * one, and the install disk is chosen from the hardware.
+ * Mage's hardware report at registration, which anyone on the boot network can send. The first report of a
+ * machine is stored as its hardware (trusted on first use: before it, nothing is known at all). After that
+ * a report that differs is kept apart as `unverifiedHardware`, shown as drift and never used for planning;
+ * only the finish of a claimed workflow replaces the stored hardware (finishWorkflow). An unverified report
+ * makes an event at most once per UNVERIFIED_EVENT_MS per machine: alternating forgeries must not fill the log.
  */
-export async function recordHardware(
-  store: Store,
-  mac: string,
-  hardware: HardwareReport,
-  ip: string | undefined,
-  opts: { verified?: boolean; now?: Date } = {},
-): Promise<MachineRecord> {
-  const now = opts.now ?? new Date();
+export async function recordHardware(store: Store, mac: string, hardware: HardwareReport, ip: string | undefined, now = new Date()): Promise<MachineRecord> {
   await recordSeen(store, mac, { source: 'agent', ...(ip ? { ip } : {}) }, { now });
   return mutate(store, (snap) => {
     const rec = snap.get<MachineRecord>(machineKey(mac))!;
     const name = rec.value.name ?? rec.value.memorableName;
-    const first = rec.value.hardware === undefined;
-    if (first || opts.verified) {
-      const same = isDeepStrictEqual(rec.value.hardware, hardware);
-      const settled = same && (rec.value.hardwareVerified ?? false) === (opts.verified ?? false) && !(opts.verified && rec.value.unverifiedHardware);
-      if (settled) return { result: rec.value };
-      const value: MachineRecord = { ...rec.value, hardware, hardwareVerified: opts.verified ?? false };
-      // A verified report settles what the machine has: an earlier unverified one is moot.
-      if (opts.verified) delete value.unverifiedHardware;
-      const put: { key: string; value: unknown }[] = [{ key: rec.key, value }];
-      if (!same) put.push(event(now, { type: 'machine.hardware', mac, machine: name, verified: opts.verified ?? false, message: `${hardware.disks.length} disks, ${hardware.nics.length} NICs` }));
-      return { txn: { compare: [{ key: rec.key, modRevision: rec.modRevision }], put }, result: value };
+    if (rec.value.hardware === undefined) {
+      const value: MachineRecord = { ...rec.value, hardware, hardwareVerified: false };
+      return {
+        txn: {
+          compare: [{ key: rec.key, modRevision: rec.modRevision }],
+          put: [{ key: rec.key, value }, event(now, { type: 'machine.hardware', mac, machine: name, verified: false, message: `${hardware.disks.length} disks, ${hardware.nics.length} NICs` })],
+        },
+        result: value,
+      };
     }
-    // Unverified, and a report is already stored: the same report changes nothing; a different one is kept apart.
     if (isDeepStrictEqual(rec.value.hardware, hardware) || isDeepStrictEqual(rec.value.unverifiedHardware?.hardware, hardware)) return { result: rec.value };
+    const prior = rec.value.unverifiedHardware;
     const value: MachineRecord = { ...rec.value, unverifiedHardware: { hardware, at: now.toISOString(), ...(ip ? { ip } : {}) } };
-    return {
-      txn: {
-        compare: [{ key: rec.key, modRevision: rec.modRevision }],
-        put: [
-          { key: rec.key, value },
-          event(now, { type: 'machine.hardware-unverified', mac, machine: name, ...(ip ? { ip } : {}), message: `a hardware report from ${ip ?? 'an unknown address'} differs from the stored one and holds no claimed workflow's secret: kept apart, not used for planning` }),
-        ],
-      },
-      result: value,
-    };
+    const put: { key: string; value: unknown }[] = [{ key: rec.key, value }];
+    if (!prior || now.getTime() - Date.parse(prior.at) >= UNVERIFIED_EVENT_MS) {
+      put.push(
+        event(now, {
+          type: 'machine.hardware-unverified',
+          mac,
+          machine: name,
+          ...(ip ? { ip } : {}),
+          message: `a hardware report from ${ip ?? 'an unknown address'} differs from the stored one and comes from no claimed workflow: kept apart, not used for planning`,
+        }),
+      );
+    }
+    return { txn: { compare: [{ key: rec.key, modRevision: rec.modRevision }], put }, result: value };
   });
 }
+
+/** An unverified report becomes an event at most this often per machine (the record still shows the newest). */
+const UNVERIFIED_EVENT_MS = 10 * 60_000;
 
 export class WorkflowStateError extends Error {
   constructor(readonly workflow: Workflow, message: string) {
@@ -137,7 +134,7 @@ const ACTIVE = new Set<Workflow['state']>(['pending', 'running']);
 /** Someone else's Mage claimed the workflow first: the token alone is worth nothing now. */
 export class WorkflowClaimedError extends Error {
   constructor(readonly workflow: Workflow) {
-    super(`workflow ${workflow.id} was claimed by ${workflow.claim?.ip ?? 'another Mage'} at ${workflow.claim?.at ?? '?'}`);
+    super(`workflow ${workflow.id} was claimed by another Mage at ${workflow.claim?.at ?? '?'} (see the workflow.claimed event)`);
   }
 }
 
@@ -151,6 +148,8 @@ export async function claimWorkflow(store: Store, id: string, claim: { secretSha
     const wf = snap.get<Workflow>(workflowKey(id));
     if (!wf) return { result: undefined };
     if (!ACTIVE.has(wf.value.state)) throw new WorkflowStateError(wf.value, `workflow ${id} is ${wf.value.state}`);
+    // The same Mage asking again (its first answer was lost): the claim stands, answer it again.
+    if (wf.value.claim && wf.value.claim.secretSha256 === claim.secretSha256 && wf.value.claim.ip === claim.ip) return { result: wf.value };
     if (wf.value.claim || wf.value.state !== 'pending') throw new WorkflowClaimedError(wf.value);
     const at = now.toISOString();
     const value: Workflow = { ...wf.value, state: 'running', startedAt: at, claim: { at, ip: claim.ip, secretSha256: claim.secretSha256 } };
@@ -245,6 +244,15 @@ export async function finishWorkflow(
             }
           : { ...rec.value, phase: 'Error', error: report.error ?? 'workflow failed' };
       if (report.state === 'succeeded') delete next.error;
+      // The claimant's report of what the workflow left: the one report that replaces the stored hardware.
+      if ('hardware' in report && report.hardware) {
+        if (!isDeepStrictEqual(rec.value.hardware, report.hardware)) {
+          put.push(event(now, { type: 'machine.hardware', mac: value.mac, machine: value.machine, verified: true, message: `${report.hardware.disks.length} disks, ${report.hardware.nics.length} NICs, reported by the Mage that ran ${id}` }));
+        }
+        next.hardware = report.hardware;
+        next.hardwareVerified = true;
+        delete next.unverifiedHardware;
+      }
       put.push({ key: rec.key, value: next });
       compare.push({ key: rec.key, modRevision: rec.modRevision });
     }

@@ -91,10 +91,8 @@ export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps; gate: Disco
           throw new DragonflyError('DF_ERR_RATE_LIMITED', 'too many new MACs from this address; this one is not recorded');
         }
       }
-      // A report counts as the machine's hardware only from the Mage that claimed one of its workflows.
-      const current = known?.workflow ? await readWorkflow(known.workflow) : undefined;
-      const verified = current?.mac === mac && isClaimant(current, req);
-      let rec: MachineRecord = await recordHardware(deps.store, mac, body.hardware, req.ip, { verified });
+      // Never the machine's verified hardware: that comes only with the finish of a claimed workflow.
+      let rec: MachineRecord = await recordHardware(deps.store, mac, body.hardware, req.ip);
       const answer = async (held: boolean): Promise<RegisterResponse> => {
         const wf = rec.workflow ? await readWorkflow(rec.workflow) : undefined;
         const fate = bootFateFor(rec, wf);

@@ -145,7 +145,7 @@ export function renderMachineDetail(m: MachineDetail): string {
     }
   } else out.push('  workflow:   none');
   if (m.hardware) {
-    out.push(`  hardware${m.hardware.verified ? ' (verified: reported by the Mage that claimed a workflow)' : ' (first report, not yet verified by a claimed workflow)'}:`);
+    out.push(`  hardware${m.hardware.verified ? ' (verified: reported at the finish of a claimed workflow)' : ' (first report, not yet verified by a claimed workflow)'}:`);
     out.push(...hardwareLines(m.hardware));
   } else out.push('  hardware:   not reported yet (PXE boot the machine so Mage reports it)');
   if (m.unverifiedHardware) {

@@ -167,9 +167,18 @@ describe('verifyInstallDisk', () => {
 describe('identityDifferences', () => {
   const found = { sizeBytes: 1000, serial: 'A', wwn: 'naa.1' };
 
-  test('serial and WWN are compared only when the plan has them', () => {
+  test('serial and WWN are compared only when the plan has them (workflows planned before identities carried null)', () => {
     expect(identityDifferences({ sizeBytes: 1000 }, found)).toEqual([]);
     expect(identityDifferences({ sizeBytes: 1000, serial: 'A', wwn: 'naa.1' }, found)).toEqual([]);
+  });
+
+  // The attack: a forged report leaves serial and WWN out, hoping for a size-only check of the data disk.
+  test('null means the report showed none: a disk that has one is another disk', () => {
+    expect(identityDifferences({ sizeBytes: 1000, serial: null, wwn: null }, found)).toEqual([
+      'its serial is A but the workflow was planned for a disk without one',
+      'its wwn is naa.1 but the workflow was planned for a disk without one',
+    ]);
+    expect(identityDifferences({ sizeBytes: 1000, serial: null, wwn: null }, { sizeBytes: 1000 })).toEqual([]);
   });
 
   test('a planned serial or WWN the disk lacks is a difference', () => {

@@ -23,7 +23,7 @@ export interface FoundDisk {
 }
 
 const planned = (p: PlannedIdentity): string =>
-  [`a disk of ${p.sizeBytes} bytes`, ...(p.serial !== undefined ? [`serial ${p.serial}`] : []), ...(p.wwn !== undefined ? [`wwn ${p.wwn}`] : [])].join(', ');
+  [`a disk of ${p.sizeBytes} bytes`, ...(p.serial !== undefined ? [p.serial === null ? 'no serial' : `serial ${p.serial}`] : []), ...(p.wwn !== undefined ? [p.wwn === null ? 'no wwn' : `wwn ${p.wwn}`] : [])].join(', ');
 
 const refusal = (disk: string, why: string, expected: PlannedIdentity, data: Record<string, unknown> = {}) =>
   new DragonflyError('DF_ERR_DISK_MISMATCH', `refusing to write ${disk}: ${why}, but the workflow was planned for ${planned(expected)}`, { disk, expected, ...data });
@@ -63,10 +63,15 @@ export function identityDifferences(expected: PlannedIdentity, found: DiskIdenti
     const size = (n: number) => `${n} bytes (${formatBytes(n)})`;
     out.push(`its size is ${size(found.sizeBytes)} but the workflow was planned for ${size(expected.sizeBytes)}`);
   }
-  // Serial and WWN are compared only when the plan has them: not every disk has them (virtio-blk has no WWN).
+  // Not every disk has a serial or a WWN (virtio-blk has no WWN): null in the plan means the report showed
+  // none, so a disk that has one is another disk (a forged report must not get a size-only check by leaving
+  // them out). Absent (workflows planned before identities carried null) compares only what is there.
   for (const key of ['serial', 'wwn'] as const) {
     const want = expected[key];
-    if (want !== undefined && found[key] !== want) out.push(`its ${key} is ${found[key] ?? '(none)'} but the workflow was planned for ${key} ${want}`);
+    if (want === undefined) continue;
+    if (want === null) {
+      if (found[key] !== undefined) out.push(`its ${key} is ${found[key]} but the workflow was planned for a disk without one`);
+    } else if (found[key] !== want) out.push(`its ${key} is ${found[key] ?? '(none)'} but the workflow was planned for ${key} ${want}`);
   }
   return out;
 }

@@ -162,7 +162,7 @@ describe('applyPlan', () => {
       state: 'pending',
       reimage: false,
       disk: '/dev/nvme0n1',
-      diskIdentity: { sizeBytes: 500e9 },
+      diskIdentity: { sizeBytes: 500e9, serial: null, wwn: null },
       image: intent.image,
       timeoutSeconds: 1800,
       createdAt: NOW.toISOString(),

@@ -70,7 +70,7 @@ function intentFor(n: number, disk: string, extra: { generation?: number; reimag
     reimage: extra.reimage ?? false,
     disk,
     // What the hardware report says of that disk (test-builders: blank/used hardware), for Mage to check.
-    diskIdentity: { sizeBytes: { '/dev/nvme0n1': 500 * GB, '/dev/sda': 2000 * GB }[disk]! },
+    diskIdentity: { sizeBytes: { '/dev/nvme0n1': 500 * GB, '/dev/sda': 2000 * GB }[disk]!, serial: null, wwn: null },
     image: { ...UBUNTU_IMAGE },
     timeoutSeconds: 1800,
     actions: [

@@ -82,7 +82,7 @@ function workflowIntent(
     generation: a.generation,
     reimage,
     disk,
-    ...(d ? { diskIdentity: { sizeBytes: d.sizeBytes, ...(d.serial ? { serial: d.serial } : {}), ...(d.wwn ? { wwn: d.wwn } : {}) } } : {}),
+    ...(d ? { diskIdentity: { sizeBytes: d.sizeBytes, serial: d.serial ?? null, wwn: d.wwn ?? null } } : {}),
     ...(t.spec.image ? { image: { ...t.spec.image } } : {}),
     timeoutSeconds: parseDuration(t.spec.timeout ?? DEFAULT_TIMEOUT),
     actions: t.spec.actions.map((action) => {

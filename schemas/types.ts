@@ -298,8 +298,11 @@ export interface Workflow {
    */
   diskIdentity?: {
     sizeBytes: number;
-    serial?: string;
-    wwn?: string;
+    /**
+     * null: the report showed none, and a disk that has one is not this disk.
+     */
+    serial?: string | null;
+    wwn?: string | null;
   };
   /**
    * The first Mage to fetch the workflow with its token claimed it: later calls need the claim's secret (only its sha256 is kept) and come from its address.
@@ -588,8 +591,11 @@ export interface WorkflowIntent {
    */
   diskIdentity?: {
     sizeBytes: number;
-    serial?: string;
-    wwn?: string;
+    /**
+     * null: the report showed none, and a disk that has one is not this disk.
+     */
+    serial?: string | null;
+    wwn?: string | null;
   };
   image?: {};
   timeoutSeconds?: number;
@@ -671,4 +677,30 @@ export interface ActionReport {
 export interface FinishReport {
   state: 'succeeded' | 'failed';
   error?: string;
+  hardware?: HardwareReport1;
+}
+/**
+ * What Mage found on a machine. Sent by the agent; validated and size-limited by the server.
+ */
+export interface HardwareReport1 {
+  cpu?: {
+    model?: string;
+    cores?: number;
+    threads?: number;
+  };
+  memoryBytes?: number;
+  /**
+   * @maxItems 256
+   */
+  disks: Disk[];
+  /**
+   * @maxItems 64
+   */
+  nics: Nic[];
+  dmi?: {
+    vendor?: string;
+    product?: string;
+    serial?: string;
+    uuid?: string;
+  };
 }

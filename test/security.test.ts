@@ -178,23 +178,42 @@ describe('a forged hardware report picks the disk to wipe (High 2)', () => {
     const plan = planFleet(fleet!, await readObserved(store));
     const change = plan.changes.find((c) => c.workflow)!;
     expect(change.workflow!.disk).toBe('/dev/nvme0n1');
-    expect(change.workflow!.diskIdentity).toEqual({ sizeBytes: 500e9, serial: 'BOOT-1' });
+    expect(change.workflow!.diskIdentity).toEqual({ sizeBytes: 500e9, serial: 'BOOT-1', wwn: null });
     expect(plan.notes.some((n) => n.kind === 'drift' && n.message.includes(`unverified hardware report (1 disks, from ${ATTACKER_IP}`))).toBe(true);
   });
 
-  it('a report from the Mage that claimed a workflow replaces the stored one and clears the unverified one', async () => {
+  it('only the finish of a claimed workflow replaces the stored hardware; registrations never do, not even the claimant\'s', async () => {
     await start();
     await register(REAL);
     const wf = await applyFleet();
     await register(FORGED, { ip: ATTACKER_IP });
     const token = await tokenFromScript(MAGE_IP);
-    await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wf}/claim`, remoteAddress: MAGE_IP, headers: { authorization: `Bearer ${token}` }, payload: { secret: MAGE_SECRET } });
+    const claim = () => app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wf}/claim`, remoteAddress: MAGE_IP, headers: { authorization: `Bearer ${token}` }, payload: { secret: MAGE_SECRET } });
+    expect((await claim()).statusCode).toBe(200);
+    // The same Mage claiming again (its first answer lost) is answered, not taken for an attacker.
+    expect((await claim()).json()).toMatchObject({ id: wf, state: 'running' });
+    // The claimant's registration is no verified report: a claim-race winner must not rewrite what plans use.
+    await register(FORGED, { auth: MAGE_SECRET });
+    expect((await record())!.hardware).toEqual(REAL);
     const after: HardwareReport = { ...REAL, disks: [{ ...REAL.disks[0]!, table: 'gpt', partitions: [{ name: 'nvme0n1p1', fstype: 'ext4' }] }, REAL.disks[1]!] };
-    await register(after, { auth: MAGE_SECRET });
+    const fin = await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wf}/finish`, remoteAddress: MAGE_IP, headers: { authorization: `Bearer ${MAGE_SECRET}` }, payload: { state: 'succeeded', hardware: after } });
+    expect(fin.statusCode).toBe(200);
     const rec = (await record())!;
     expect(rec.hardware).toEqual(after);
     expect(rec.hardwareVerified).toBe(true);
     expect(rec.unverifiedHardware).toBeUndefined();
+    // After the finish, the claimant's secret opens nothing that changes hardware.
+    await register(FORGED, { auth: MAGE_SECRET });
+    expect((await record())!.hardware).toEqual(after);
+    expect((await record())!.unverifiedHardware).toMatchObject({ hardware: FORGED });
+  });
+
+  it('alternating forged reports make one event per machine per ten minutes, not one per report', async () => {
+    await start();
+    await register(REAL);
+    for (let i = 0; i < 20; i++) await register(i % 2 ? FORGED : { ...FORGED, disks: [] }, { ip: ATTACKER_IP });
+    const events = await store.read((s) => s.list<{ type: string }>('events/').map((e) => e.value.type));
+    expect(events.filter((t) => t === 'machine.hardware-unverified')).toHaveLength(1);
   });
 
   it('disk paths are device names under /dev, nothing else', async () => {
