@@ -15,6 +15,8 @@ const STREAMED = [MACHINES, WORKFLOWS, EVENTS];
  * thousands of idle clients never cost one burst of writes. */
 const HEARTBEAT_TICKS = 15;
 const TICK_MS = 1000;
+/** A client whose unsent bytes stay above this at its heartbeat has stopped reading: it is dropped. */
+const STALLED_BYTES = 1024 * 1024;
 
 export interface EventHubOptions {
   /** Events the ring holds at most (default 10,000). */
@@ -57,7 +59,7 @@ function kindOf(key: string): 'machine' | 'workflow' | 'event' {
  * So an event never pairs an old id with a newer value, and every key's last change is always sent.
  */
 export function eventsOf(changes: Change[], snap: Snapshot): { revision: number; text: string }[] {
-  const out: { revision: number; text: string }[] = [];
+  const out: { revision: number; data: string; kind: string }[] = [];
   for (const c of [...changes].sort((a, b) => a.revision - b.revision)) {
     if (!STREAMED.some((p) => c.key.startsWith(p))) continue;
     const now = snap.get<unknown>(c.key);
@@ -66,10 +68,15 @@ export function eventsOf(changes: Change[], snap: Snapshot): { revision: number;
       if (!now || now.modRevision !== c.revision) continue;
       value = kindOf(c.key) === 'workflow' ? publicWorkflow(now.value as Workflow) : now.value;
     } else if (now) continue;
-    const data = JSON.stringify({ key: c.key, type: c.type, revision: c.revision, value });
-    out.push({ revision: c.revision, text: `id: ${c.revision}\nevent: ${kindOf(c.key)}\ndata: ${data}\n\n` });
+    out.push({ revision: c.revision, kind: kindOf(c.key), data: JSON.stringify({ key: c.key, type: c.type, revision: c.revision, value }) });
   }
-  return out;
+  // One commit can change hundreds of keys. Only the last event of a revision carries the id (SSE keeps the
+  // previous id for events without one), so a client cut off inside a revision resumes from the revision
+  // before it and gets all of it again: duplicates of whole values, never a gap.
+  return out.map((e, i) => ({
+    revision: e.revision,
+    text: `${out[i + 1]?.revision === e.revision ? '' : `id: ${e.revision}\n`}event: ${e.kind}\ndata: ${e.data}\n\n`,
+  }));
 }
 
 export class EventHub {
@@ -108,7 +115,15 @@ export class EventHub {
     let tick = 0;
     this.heartbeat = setInterval(() => {
       tick = (tick + 1) % HEARTBEAT_TICKS;
-      for (const c of this.clients) if (c.slot === tick && !c.blocked) c.res.write(': keep-alive\n\n');
+      for (const c of this.clients) {
+        if (c.slot !== tick) continue;
+        // A quiet server still finds a client that stopped reading: its heartbeats pile up unsent.
+        if (c.blocked || c.res.writableLength >= c.res.writableHighWaterMark) {
+          if (c.res.writableLength > STALLED_BYTES) this.drop(c);
+          continue;
+        }
+        c.res.write(': keep-alive\n\n');
+      }
     }, TICK_MS);
     this.heartbeat.unref();
   }
@@ -127,10 +142,15 @@ export class EventHub {
         });
       },
       (oldest) => {
-        // The store compacted changes this watch had not delivered: nobody can resume across the gap.
+        // The store compacted changes this watch had not delivered: nobody can resume across the gap. Until
+        // the new head is known no `since` is good (floor = infinity), and every stream ends now.
         this.ring = [];
         this.ringBytes = 0;
-        for (const c of [...this.clients]) c.res.end();
+        this.floor = Number.POSITIVE_INFINITY;
+        for (const c of [...this.clients]) {
+          c.res.destroy();
+          this.detach(c);
+        }
         void this.store.read((s) => s.revision).then((head) => {
           if (this.closed) return;
           this.floor = Math.max(head, oldest);
@@ -190,6 +210,13 @@ export class EventHub {
     else this.perAddress.set(client.address, n);
   }
 
+  private drop(client: Client): void {
+    this.dropped++;
+    // destroy, not end: end() would wait for the socket to take what is buffered, which it never does.
+    client.res.destroy();
+    this.detach(client);
+  }
+
   /** Write what the client has not had yet, until its socket pushes back. */
   private pump(client: Client): void {
     if (client.res.destroyed) return;
@@ -198,14 +225,16 @@ export class EventHub {
     if (client.next < base) {
       // It fell behind the ring: closing is what bounds the memory it could hold. It resumes with
       // Last-Event-ID and is told 410 if what it missed is gone.
-      this.dropped++;
-      // destroy, not end: end() would wait for the socket to take what is buffered, which it never does.
-      client.res.destroy();
-      this.detach(client);
+      this.drop(client);
       return;
     }
     if (client.blocked) return;
     while (client.next < this.nextSeq) {
+      // What a client holds is bounded by the socket's high-water mark plus one entry, never more.
+      if (client.res.writableLength >= client.res.writableHighWaterMark) {
+        client.blocked = true;
+        return;
+      }
       const entry = this.ring[client.next - base]!;
       client.next++;
       if (!client.res.write(entry.text)) {

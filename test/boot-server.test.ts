@@ -322,7 +322,9 @@ describe('files, metrics, events', () => {
       text += new TextDecoder().decode(value);
     }
     controller.abort();
-    expect(text).toMatch(/id: \d+\nevent: machine\ndata: \{"key":"machines\/52:54:00:ab:cd:01","type":"put"/);
+    // The machine and its discovery event are one commit: the commit's id comes with its last event.
+    expect(text).toMatch(/\nevent: machine\ndata: \{"key":"machines\/52:54:00:ab:cd:01","type":"put"/);
+    expect(text).toMatch(/id: \d+\nevent: event\ndata: \{"key":"events\/[^"]+","type":"put","revision":\d+,"value":\{"at":"[^"]+","type":"machine.discovered"/);
     expect(text).toContain('"type":"machine.discovered"');
   });
 });

@@ -353,9 +353,24 @@ describe('event stream exhaustion (High 4)', () => {
     while (!text.includes(`"revision":${current}`)) await new Promise((r) => setTimeout(r, 20));
     socket.destroy();
     const frames = text.split('\n\n').filter((f) => f.includes('event: machine'));
-    // The machine's older revision is not replayed with today's value: only the value's own revision is.
-    expect(frames.some((f) => f.startsWith(`id: ${created}\n`))).toBe(false);
-    expect(frames.some((f) => f.includes(`id: ${current}\n`) && f.includes('"hardware"'))).toBe(true);
+    const data = frames.map((f) => JSON.parse(/^data: (.*)$/m.exec(f)![1]!) as { revision: number; value: MachineRecord });
+    // Every value comes with the revision that produced it: the creation (if sent at all) without hardware,
+    // the report's value only with the report's revision.
+    for (const d of data.filter((x) => x.revision === created)) expect(d.value.hardware).toBeUndefined();
+    expect(data.filter((d) => d.value.hardware)).toEqual([expect.objectContaining({ revision: current })]);
+  });
+
+  it('only the last event of a commit carries its id: a client cut off inside a commit resumes before it', async () => {
+    await start();
+    const address = await app.listen({ host: '127.0.0.1', port: 0 });
+    const socket = await rawStream(address);
+    let text = await new Promise<string>((r) => socket.once('data', (d) => r(String(d)))); // the stream is open
+    socket.on('data', (d) => (text += String(d)));
+    const r = await store.commit({ put: ['a', 'b', 'c'].map((k) => ({ key: `events/000-${k}`, value: { type: 'x', message: k } })) });
+    while ((text.match(/event: event/g) ?? []).length < 3) await new Promise((res) => setTimeout(res, 20));
+    socket.destroy();
+    const frames = text.split('\n\n').filter((f) => f.includes('event: event'));
+    expect(frames.map((f) => f.includes(`id: ${r.revision}\n`))).toEqual([false, false, true]);
   });
 });
 
