@@ -210,7 +210,9 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
   // Open: says only whether this server can do its job (a load balancer asks it), nothing about machines.
   app.get('/healthz', async (_req, reply) => {
     const store = deps.store.health();
-    const body = { ok: store.writable, revision: await deps.store.read((s) => s.revision), store: store.writable ? 'writable' : 'not writable', ...(store.reason ? { reason: store.reason } : {}) };
+    // Open to anyone: why, in general terms only (the path and figures go to the log).
+    if (!store.writable) storeErrors(new DragonflyError('DF_ERR_STORE_FULL', store.reason ?? 'the state store cannot be written'));
+    const body = { ok: store.writable, revision: await deps.store.read((s) => s.revision), store: store.writable ? 'writable' : 'not writable', ...(store.writable ? {} : { reason: 'disk full' }) };
     return reply.code(store.writable ? 200 : 503).send(body);
   });
   app.get('/metrics', async (req, reply) => {

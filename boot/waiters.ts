@@ -45,11 +45,20 @@ export class MachineWaiters {
     // From the current revision: a change made before this request was read is already in its answer.
     const from = await this.store.read((snap) => snap.revision);
     if (this.stopWatch || this.closed) return;
-    this.stopWatch = this.store.watch(MACHINES, from, (changes) => {
-      for (const c of changes) {
-        const set = this.waiting.get(c.key.slice(MACHINES.length));
-        if (set) for (const wake of [...set]) wake();
-      }
-    });
+    this.stopWatch = this.store.watch(
+      MACHINES,
+      from,
+      (changes) => {
+        for (const c of changes) {
+          const set = this.waiting.get(c.key.slice(MACHINES.length));
+          if (set) for (const wake of [...set]) wake();
+        }
+      },
+      // Changes were compacted away unseen: wake everyone (each re-reads its record) and watch anew.
+      () => {
+        this.stopWatch = undefined;
+        for (const set of [...this.waiting.values()]) for (const wake of [...set]) wake();
+      },
+    );
   }
 }

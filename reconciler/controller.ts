@@ -149,7 +149,16 @@ export class Controller {
     c.unwatch.push(cache.onChange((macs, assignments) => c.storeChanged(macs, assignments)));
     c.unwatch.push(() => cache.close());
     // `dragonfly suspend` / `resume`, possibly from another process.
-    c.unwatch.push(opts.store.watch(CONTROLLER_SUSPENDED, revision, () => c.trigger()));
+    let stopSuspended = () => {};
+    const watchSuspended = (from: number) => {
+      stopSuspended = opts.store.watch(CONTROLLER_SUSPENDED, from, () => c.trigger(), () => {
+        // Compacted past us: look again (trigger re-reads the flag) and follow from now.
+        c.trigger();
+        void opts.store.read((s) => s.revision).then(watchSuspended);
+      });
+    };
+    watchSuspended(revision);
+    c.unwatch.push(() => stopSuspended());
     return c;
   }
 

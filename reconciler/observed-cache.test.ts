@@ -179,6 +179,22 @@ describe('ObservedCache', () => {
     await expectCurrent(cache, store);
   });
 
+  it('resyncs when another writer outran its watch past the compacted change log', async () => {
+    const dir = tempDir('state');
+    // The cache's store looks for other writers' commits only every 2 s; the other keeps a 10-revision window.
+    const slow = LmdbStore.open(dir, { pollMs: 2000, retainRevisions: 10 });
+    defer(() => slow.close());
+    const cache = await openCache(slow);
+    const r = recorder(cache);
+    const other = LmdbStore.open(dir, { pollMs: 2000, retainRevisions: 10 });
+    defer(() => other.close());
+    for (let i = 0; i < 300; i++) await other.commit({ put: [{ key: machineKey(macOf(i % 9)), value: { ...machineRecord(discovered(macOf(i % 9))), error: `round ${i}` } }] });
+    expect(await other.oldestRevision()).toBeGreaterThan(0);
+    while (!r.macs.has(macOf(8))) await r.next(10_000);
+    await expectCurrent(cache, slow);
+    expect([...r.macs].sort()).toEqual(Array.from({ length: 9 }, (_, i) => macOf(i)).sort());
+  });
+
   it('follows commits of another process sharing the state directory', async () => {
     const { store, dir } = openStore();
     await store.commit({ put: [{ key: machineKey(macOf(1)), value: machineRecord(discovered(macOf(1))) }] });

@@ -52,8 +52,29 @@ export class ObservedCache {
   static async open(store: Store): Promise<ObservedCache> {
     const cache = new ObservedCache(store, await store.read(observedFrom));
     const from = cache.observed.revision;
-    for (const prefix of [MACHINES, WORKFLOWS]) cache.unwatch.push(store.watch(prefix, from, (changes) => cache.changed(changes)));
+    cache.follow(from);
     return cache;
+  }
+
+  private follow(from: number): void {
+    for (const prefix of [MACHINES, WORKFLOWS]) this.unwatch.push(this.store.watch(prefix, from, (changes) => this.changed(changes), () => void this.resync()));
+  }
+
+  /**
+   * The store compacted changes a watch had not delivered (another process wrote faster than it was
+   * followed): look at every record again, old and new, and follow from now. Listeners hear of every MAC.
+   */
+  private async resync(): Promise<void> {
+    if (this.closed) return;
+    for (const u of this.unwatch.splice(0)) u();
+    const { revision, keys } = await this.store.read((snap) => ({
+      revision: snap.revision,
+      keys: [...snap.list(MACHINES), ...snap.list(WORKFLOWS)].map((r) => r.key),
+    }));
+    if (this.closed) return;
+    const all = [...keys, ...[...this.observed.machines.keys()].map((m) => MACHINES + m), ...[...this.observed.workflows.keys()].map((w) => WORKFLOWS + w)];
+    this.follow(revision);
+    this.changed(all.map((key) => ({ key, revision, type: 'put' as const })));
   }
 
   /**

@@ -33,8 +33,12 @@ const COMPACTED = 'compacted';
 const FILE = 'state.lmdb';
 /** Compaction runs once every this many commits, deleting what fell out of the window since. */
 const COMPACT_EVERY = 256;
-/** Free space is looked at once a second, or at every commit once it is low. */
+/** Free space is looked at once a second, or at every commit once it is low (a burst of large commits
+ * within one second must not run past the guard). */
 const FREE_CHECK_MS = 1000;
+const LOW_FREE_BYTES = 256 * 1024 * 1024;
+/** Change-log entries deleted per compaction at most: an old store's first compaction stays one small transaction. */
+const COMPACT_BATCH = 4096;
 
 export function stateDirFrom(explicit: string | undefined, env = process.env): string {
   // An empty value counts as unset: never open a store in the current directory by accident.
@@ -181,7 +185,7 @@ export class LmdbStore implements Store {
   private refreshFree(): void {
     const now = Date.now();
     // Low on space: look every time, so the first commit after space is freed goes through.
-    if (now - this.free.checkedAt < FREE_CHECK_MS && this.free.bytes >= 2 * this.minFree) return;
+    if (now - this.free.checkedAt < FREE_CHECK_MS && this.free.bytes >= LOW_FREE_BYTES + this.minFree) return;
     this.free = { checkedAt: now, bytes: freeBytes(this.dir) };
   }
 
@@ -229,8 +233,13 @@ export class LmdbStore implements Store {
     const floor = revision - this.retain;
     const compacted = this.meta.get(COMPACTED) ?? 0;
     if (floor <= compacted) return;
-    for (const key of this.changes.getKeys({ start: compacted + 1, end: floor + 1 })) this.changes.remove(key);
-    this.meta.put(COMPACTED, floor);
+    let upTo = compacted;
+    for (const key of this.changes.getKeys({ start: compacted + 1, end: floor + 1, limit: COMPACT_BATCH })) {
+      this.changes.remove(key);
+      upTo = key;
+    }
+    // Whatever is left below the floor goes in the next compactions.
+    this.meta.put(COMPACTED, upTo === compacted ? floor : Math.min(floor, upTo));
   }
 
   watch(prefix: string, fromRevision: number, listener: (changes: Change[]) => void, onReset?: (oldest: number) => void): () => void {
@@ -267,9 +276,9 @@ export class LmdbStore implements Store {
     const compacted = this.meta.get(COMPACTED) ?? 0;
     if (w.seen < compacted) {
       // Changes it has not seen are gone: it cannot go on without a gap. It ends; its user re-lists.
+      // Never thrown from here (a commit or the poll timer would carry it): every watch of ours has onReset.
       this.watchers.delete(w);
-      if (w.onReset) w.onReset(compacted);
-      else throw new DragonflyError('DF_ERR_STORE_COMPACTED', `a watch fell behind the store's window (changes after ${compacted})`, { oldest: compacted });
+      w.onReset?.(compacted);
       return;
     }
     const out: Change[] = [];
