@@ -167,6 +167,23 @@ export async function claimWorkflow(store: Store, id: string, claim: { secretSha
   });
 }
 
+/** Log lines an event keeps: the newest that fit, so a chatty (or hostile) action cannot fill the store. */
+const EVENT_LOG_BYTES = 16 * 1024;
+
+function boundedLog(lines: string[]): string[] {
+  const kept: string[] = [];
+  let bytes = 0;
+  for (let i = lines.length - 1; i >= 0; i--) {
+    bytes += lines[i]!.length + 1;
+    if (bytes > EVENT_LOG_BYTES) {
+      kept.unshift(`… ${i + 1} earlier line${i === 0 ? '' : 's'} not kept`);
+      break;
+    }
+    kept.unshift(lines[i]!);
+  }
+  return kept;
+}
+
 /** Progress of one action. A report for an ended workflow is refused: a late Mage never resurrects it. */
 export async function reportAction(store: Store, id: string, index: number, report: ActionReport, now = new Date()): Promise<Workflow | undefined> {
   return mutate(store, (snap) => {
@@ -202,7 +219,7 @@ export async function reportAction(store: Store, id: string, index: number, repo
           ...(report.percent !== undefined ? { percent: report.percent } : {}),
           ...(report.rate !== undefined ? { rate: report.rate } : {}),
           message: report.message ?? `${action.action} ${report.state}`,
-          ...(report.log?.length ? { log: report.log } : {}),
+          ...(report.log?.length ? { log: boundedLog(report.log) } : {}),
         }) as { key: string; value: Workflow },
       );
     }

@@ -14,6 +14,7 @@ import { apiRoutes } from './routes-api.js';
 import { webhookRoutes } from './routes-webhooks.js';
 import type { WebhookEvent } from './webhooks.js';
 import { expireWorkflows } from './timeouts.js';
+import { trimEvents } from './event-retention.js';
 import { requireRole } from './auth.js';
 import { isInside, resolveRootLinks, type RootLinks } from './tftp/root-links.js';
 import { guardConnections, type ConnectionGuardOptions } from './connection-guard.js';
@@ -36,6 +37,8 @@ export interface BootServerDeps {
   readToken?: string;
   /** Bounds of the event stream (boot/event-hub.ts). */
   events?: EventHubOptions;
+  /** Events kept in the store's event log; older ones are deleted (default 100,000). */
+  maxEvents?: number;
   /** Connection caps and timeouts of the HTTP server (boot/connection-guard.ts). */
   connections?: Omit<ConnectionGuardOptions, 'log'>;
   /** Discovered machines (seen, not in git) the store may hold; new MACs beyond it are not recorded (default 10,000). */
@@ -206,6 +209,20 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
     gate.close();
     hub.close();
   });
+
+  // The event log is trimmed at start and every minute: it must not grow without bound.
+  let trimmer: NodeJS.Timeout | undefined;
+  const trim = () =>
+    trimEvents(deps.store, deps.maxEvents ?? 100_000).then(
+      (n) => n > 0 && app.log.info({ deleted: n }, 'oldest events trimmed'),
+      (err: unknown) => storeErrors(err),
+    );
+  app.addHook('onReady', async () => {
+    void trim();
+    trimmer = setInterval(() => void trim(), 60_000);
+    trimmer.unref();
+  });
+  app.addHook('onClose', async () => clearInterval(trimmer));
 
   // Open: says only whether this server can do its job (a load balancer asks it), nothing about machines.
   app.get('/healthz', async (_req, reply) => {

@@ -55,6 +55,7 @@ changes nothing and is reported (\`dragonfly status\`) until a valid one arrives
                        not public. PXE and Mage need no token.
   --max-discovered N           Discovered machines (seen, not in git) the store may hold (default 10000);
                        new MACs are also limited to 60 a minute per source address
+  --max-events N               events the store keeps (default 100000); the oldest are trimmed every minute
   --max-streams N              event streams open at once (default 4096); --max-streams-per-address N (64)
   --max-connections N          HTTP connections at once (default 4096); --max-connections-per-address N (256)
 
@@ -89,6 +90,7 @@ export interface ServeOptions {
   maxConnections?: string;
   maxConnectionsPerAddress?: string;
   maxDiscovered?: string;
+  maxEvents?: string;
   logFormat?: string;
 }
 
@@ -145,6 +147,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
     maxConnections: count(opts.maxConnections, '--max-connections'),
     maxConnectionsPerAddress: count(opts.maxConnectionsPerAddress, '--max-connections-per-address'),
     maxDiscovered: count(opts.maxDiscovered, '--max-discovered'),
+    maxEvents: count(opts.maxEvents, '--max-events'),
   };
   const stateDir = stateDirFrom(opts.state);
   const publicUrl = opts.publicUrl ?? `http://${http.host === '0.0.0.0' || http.host === '::' ? (opts.dhcpIp ?? firstIpv4()) : http.host}:${http.port}`;
@@ -202,6 +205,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
         ...(limits.maxConnectionsPerAddress ? { maxConnectionsPerAddress: limits.maxConnectionsPerAddress } : {}),
       },
       ...(limits.maxDiscovered ? { maxDiscovered: limits.maxDiscovered } : {}),
+      ...(limits.maxEvents ? { maxEvents: limits.maxEvents } : {}),
       ...(webhookSecret ? { webhookSecret } : {}),
       ...(git ? { webhookBranch: git.branch, onWebhookPush: () => follower?.fetchNow() } : {}),
       tftpStats: () => tftpServer?.stats() ?? { transfers: 0, bytes: 0, errors: 0, active: 0 },

@@ -250,6 +250,7 @@ describe('ObservedCache', () => {
         return fn({
           revision: frozen.revision,
           get: <T>(key: string) => byKey.get(key) as Versioned<T> | undefined,
+          count: (prefix: string) => frozen.all.filter((v) => v.key.startsWith(prefix)).length,
           list: <T>(prefix: string, page: { after?: string; limit?: number } = {}) =>
             frozen.all.filter((v) => v.key.startsWith(prefix) && (page.after === undefined || v.key > page.after)).slice(0, page.limit) as Versioned<T>[],
         });

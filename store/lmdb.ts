@@ -138,6 +138,14 @@ export class LmdbStore implements Store {
           const s = records.get(key, { transaction });
           return s ? toVersioned<V>(key, s) : undefined;
         },
+        count(prefix: string) {
+          let n = 0;
+          for (const key of records.getKeys({ start: prefix, transaction })) {
+            if (!key.startsWith(prefix)) break;
+            n++;
+          }
+          return n;
+        },
         list<V>(prefix: string, page: { after?: string; limit?: number } = {}) {
           const out: Versioned<V>[] = [];
           const limit = page.limit ?? Number.POSITIVE_INFINITY;

@@ -37,6 +37,8 @@ export interface Snapshot {
   get<T>(key: string): Versioned<T> | undefined;
   /** Keys under `prefix` in key order; `after` (a full key) and `limit` read one page without the rest. */
   list<T>(prefix: string, page?: { after?: string; limit?: number }): Versioned<T>[];
+  /** How many keys are under `prefix`, without reading their values. */
+  count(prefix: string): number;
 }
 
 export interface StoreHealth {

@@ -228,6 +228,20 @@ describe('a forged hardware report picks the disk to wipe (High 2)', () => {
 });
 
 describe('unbounded growth from unauthenticated traffic (Medium 5)', () => {
+  it('a chatty (or hostile) action cannot put more than 16 KiB of log lines into one event', async () => {
+    await start();
+    await register(REAL);
+    const wf = await applyFleet();
+    await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wf}/claim`, remoteAddress: MAGE_IP, headers: { authorization: `Bearer ${workflowToken(SECRET, wf)}` }, payload: { secret: MAGE_SECRET } });
+    const log = Array.from({ length: 120 }, (_, i) => `${String(i).padStart(4, '0')} ${'x'.repeat(2000)}`); // 240 KiB: just under the body limit
+    const r = await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wf}/actions/0`, remoteAddress: MAGE_IP, headers: { authorization: `Bearer ${MAGE_SECRET}` }, payload: { state: 'running', log } });
+    expect(r.statusCode).toBe(200);
+    const event = await store.read((s) => s.list<{ type: string; log?: string[] }>('events/').map((e) => e.value).find((e) => e.log));
+    expect(JSON.stringify(event!.log).length).toBeLessThan(17 * 1024);
+    expect(event!.log![0]).toMatch(/^… \d+ earlier lines not kept$/);
+    expect(event!.log!.at(-1)).toMatch(/^0119 /);
+  });
+
   it('registrations of made-up MACs take from the discovery budget; over it nothing is committed', async () => {
     await start({ discoveryPerMinute: 5 });
     const before = await store.read((s) => s.revision);
