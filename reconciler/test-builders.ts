@@ -106,6 +106,27 @@ spec:
 ${extraActions.map((a) => `    - ${a}\n`).join('')}`;
 }
 
+/**
+ * A whole fleet file for one machine: the Machine (labels in flow style, `role: db` among them), a Template
+ * `tiny` that only images the install disk, and the Assignment `db` that gives it to role=db.
+ */
+export function oneMachineFleetYaml(name: string, mac: string, labels = 'role: db'): string {
+  return `${machineYaml(name, mac, labels)}---
+apiVersion: dragonfly.computer/v1
+kind: Template
+metadata: {name: tiny}
+spec:
+  image: {url: "http://images.lan/tiny.raw", sha256: "${'cd'.repeat(32)}"}
+  actions:
+    - image2disk: {disk: \${disk}}
+---
+apiVersion: dragonfly.computer/v1
+kind: Assignment
+metadata: {name: db}
+spec: {template: tiny, selector: {role: db}}
+`;
+}
+
 /** One fleet file per kind, as a fleet repository would hold them. */
 export function fleetFiles(sketch: FleetSketch): SourceFile[] {
   const docs = (kind: string, list: object[]) => list.map((d) => stringify({ apiVersion: 'dragonfly.computer/v1', kind, ...d })).join('---\n');

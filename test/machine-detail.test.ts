@@ -8,6 +8,7 @@ import { applyPlan } from '../reconciler/apply.js';
 import { loadFleet } from '../reconciler/load.js';
 import { readObserved } from '../reconciler/observed.js';
 import { planFleet } from '../reconciler/plan.js';
+import { oneMachineFleetYaml } from '../reconciler/test-builders.js';
 import type { HardwareReport } from '../schemas/types.js';
 import { LmdbStore } from '../store/lmdb.js';
 import { dragonfly, tempDir } from './cli-helpers.js';
@@ -30,24 +31,7 @@ beforeAll(async () => {
   await recordSeen(store, MAC, { source: 'pxe', ip: '10.0.0.21' });
   await recordHardware(store, MAC, HW, '10.0.0.21');
   await recordHardware(store, MAC, { ...HW, disks: [] }, '10.0.0.66'); // a second, unauthenticated report
-  const { fleet } = loadFleet([{ path: 'f.yaml', text: `apiVersion: dragonfly.computer/v1
-kind: Machine
-metadata: {name: db-01, labels: {role: db, rack: r7}}
-spec: {mac: ${MAC}}
----
-apiVersion: dragonfly.computer/v1
-kind: Template
-metadata: {name: tiny}
-spec:
-  image: {url: "http://images.lan/tiny.raw", sha256: "${'cd'.repeat(32)}"}
-  actions:
-    - image2disk: {disk: \${disk}}
----
-apiVersion: dragonfly.computer/v1
-kind: Assignment
-metadata: {name: db}
-spec: {template: tiny, selector: {role: db}}
-` }]);
+  const { fleet } = loadFleet([{ path: 'f.yaml', text: oneMachineFleetYaml('db-01', MAC, 'role: db, rack: r7') }]);
   const { workflows } = await applyPlan(store, planFleet(fleet!, await readObserved(store)), fleet!, { user: 'test', source: 'cli' });
   wf = workflows[0]!;
   await claimWorkflow(store, wf, { secretSha256: 'ab'.repeat(32), ip: '10.0.0.21' });

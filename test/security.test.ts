@@ -14,6 +14,7 @@ import { applyPlan } from '../reconciler/apply.js';
 import { loadFleet } from '../reconciler/load.js';
 import { readObserved } from '../reconciler/observed.js';
 import { planFleet } from '../reconciler/plan.js';
+import { oneMachineFleetYaml } from '../reconciler/test-builders.js';
 import type { HardwareReport, MachineRecord, Workflow } from '../schemas/types.js';
 import { machineKey } from '../store/keys.js';
 import { LmdbStore } from '../store/lmdb.js';
@@ -34,24 +35,7 @@ const REAL: HardwareReport = {
 /** The forgery: only the data disk, presented as a blank SSD, so the rule would pick it. */
 const FORGED: HardwareReport = { disks: [{ ...disk('sda', 4000e9, 'DATA-1'), rotational: false }], nics: [{ name: 'eth0', mac: MAC, link: true }] };
 
-const FLEET = `apiVersion: dragonfly.computer/v1
-kind: Machine
-metadata: {name: db-01, labels: {role: db}}
-spec: {mac: ${MAC}}
----
-apiVersion: dragonfly.computer/v1
-kind: Template
-metadata: {name: tiny}
-spec:
-  image: {url: "http://images.lan/tiny.raw", sha256: "${'cd'.repeat(32)}"}
-  actions:
-    - image2disk: {disk: \${disk}}
----
-apiVersion: dragonfly.computer/v1
-kind: Assignment
-metadata: {name: db}
-spec: {template: tiny, selector: {role: db}}
-`;
+const FLEET = oneMachineFleetYaml('db-01', MAC);
 
 let dir: string;
 let store: LmdbStore;
