@@ -11,7 +11,7 @@ import { machineKey, workflowKey } from '../store/keys.js';
 import { bootFateFor } from './fate.js';
 import { publicWorkflow } from './public.js';
 import { claimWorkflow, finishWorkflow, recordHardware, reportAction, WorkflowClaimedError, WorkflowStateError } from './observe.js';
-import type { BootServerDeps } from './server.js';
+import type { BootServerDeps } from './deps.js';
 import { bearerToken } from './auth.js';
 import { claimSecretMatches, secretSha256, verifyWorkflowToken } from './tokens.js';
 import { MachineWaiters } from './waiters.js';

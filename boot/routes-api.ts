@@ -10,7 +10,7 @@ import { requireRole } from './auth.js';
 import type { EventHub } from './event-hub.js';
 import { finishWorkflow, seenKey, WorkflowStateError, type SeenRecord } from './observe.js';
 import { publicWorkflow } from './public.js';
-import type { BootServerDeps } from './server.js';
+import type { BootServerDeps } from './deps.js';
 
 /** A page of the read API: at most this many items (default 500). */
 const MAX_LIMIT = 5000;

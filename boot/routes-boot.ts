@@ -10,7 +10,8 @@ import type { DiscoveryGate } from './discovery-gate.js';
 import type { BootMetrics } from './metrics.js';
 import { recordSeen } from './observe.js';
 import { SeenBatch } from './seen-batch.js';
-import { errorBody, type BootServerDeps } from './server.js';
+import type { BootServerDeps } from './deps.js';
+import { errorBody } from './http-errors.js';
 import { workflowToken } from './tokens.js';
 
 const ARCH = /^[a-z0-9_]{1,16}$/;

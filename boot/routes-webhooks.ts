@@ -6,7 +6,8 @@
 // Registered without fastify-plugin, the replacement is encapsulated: every other route keeps fastify's
 // JSON parsing.
 import type { FastifyPluginAsync } from 'fastify';
-import { errorBody, type BootServerDeps } from './server.js';
+import type { BootServerDeps } from './deps.js';
+import { errorBody } from './http-errors.js';
 import { MAX_WEBHOOK_BODY, verifyWebhook, WEBHOOK_PROVIDERS, type WebhookEvent } from './webhooks.js';
 
 const NO_SECRET = 'no webhook secret configured: set DRAGONFLY_WEBHOOK_SECRET';

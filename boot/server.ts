@@ -2,75 +2,26 @@
 // listens, tests use inject() or listen(0).
 import fs from 'node:fs';
 import path from 'node:path';
-import { fastify, LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { fastify, LogController, type FastifyInstance } from 'fastify';
 import fastifyStatic from '@fastify/static';
 import rateLimit from '@fastify/rate-limit';
-import { DragonflyError, ERRORS, isDragonflyError } from '../schemas/errors.js';
-import type { Store } from '../store/store.js';
-import { createMetrics, type TftpStats } from './metrics.js';
+import { DragonflyError, isDragonflyError } from '../schemas/errors.js';
+import { createMetrics } from './metrics.js';
 import { bootRoutes } from './routes-boot.js';
 import { agentRoutes } from './routes-agent.js';
 import { apiRoutes } from './routes-api.js';
 import { webhookRoutes } from './routes-webhooks.js';
-import type { WebhookEvent } from './webhooks.js';
 import { expireWorkflows } from './timeouts.js';
 import { trimEvents } from './event-retention.js';
 import { requireRole } from './auth.js';
 import { isInside, resolveRootLinks, type RootLinks } from './tftp/root-links.js';
-import { guardConnections, type ConnectionGuardOptions } from './connection-guard.js';
+import { guardConnections } from './connection-guard.js';
+import type { BootServerDeps } from './deps.js';
+import { errorBody, REQUEST_HINT } from './http-errors.js';
 import { DiscoveryGate } from './discovery-gate.js';
-import { EventHub, type EventHubOptions } from './event-hub.js';
+import { EventHub } from './event-hub.js';
 
-export interface BootServerDeps {
-  store: Store;
-  /** Signs workflow tokens (boot/tokens.ts). */
-  secret: Buffer;
-  /** This server as machines reach it, e.g. http://10.0.0.1:8080. */
-  serverUrl: string;
-  /** Mage's vmlinuz and initrd (dragonfly mage build --out DIR). */
-  mageDir?: string;
-  /** iPXE binaries (Debian's ipxe package: /usr/lib/ipxe). */
-  ipxeDir?: string;
-  /** Bearer token for admin calls (and reads); without one, every admin call is refused. */
-  apiToken?: string;
-  /** Bearer token for the read API only (machines, workflows, events, metrics). */
-  readToken?: string;
-  /** Bounds of the event stream (boot/event-hub.ts). */
-  events?: EventHubOptions;
-  /** Events kept in the store's event log; older ones are deleted (default 100,000). */
-  maxEvents?: number;
-  /** Connection caps and timeouts of the HTTP server (boot/connection-guard.ts). */
-  connections?: Omit<ConnectionGuardOptions, 'log'>;
-  /** Discovered machines (seen, not in git) the store may hold; new MACs beyond it are not recorded (default 10,000). */
-  maxDiscovered?: number;
-  /** Extra kernel arguments for Mage. */
-  kernelArgs?: string;
-  /** New MACs recorded per source address per minute (default 60). */
-  discoveryPerMinute?: number;
-  /** How often running workflows are checked against their timeout (ms, default 5000; 0: never). */
-  timeoutSweepMs?: number;
-  /** Agent registrations per source address per minute (default 120). */
-  registrationsPerMinute?: number;
-  tftpStats?: () => TftpStats;
-  /** Shared secret for POST /api/v1/webhooks/*; without one, every webhook is refused (403). */
-  webhookSecret?: string;
-  /** The branch whose pushes trigger onWebhookPush (`main` or `refs/heads/main`); default: any branch. */
-  webhookBranch?: string;
-  /** Called, not awaited, for each verified push to webhookBranch. It must return quickly and coalesce
-   * bursts (a fetch already running or queued absorbs further calls): webhooks are only rate-limited. */
-  onWebhookPush?: (event: WebhookEvent) => void | Promise<unknown>;
-  /** Webhook calls per source address per minute (default 60). */
-  webhooksPerMinute?: number;
-  logger?: FastifyBaseLogger | boolean;
-}
 
-/** The JSON body of every API error. */
-export function errorBody(code: keyof typeof ERRORS, message: string, hint: string = ERRORS[code].hint) {
-  return { error: { code, message, hint } };
-}
-
-/** For 4xx errors that are not about an agent body: the request line or headers. */
-const REQUEST_HINT = "check the request's method, URL and headers (docs/api.md)";
 /** A full disk is logged at most this often: every request would otherwise log it. */
 const STORE_FULL_LOG_MS = 60_000;
 
@@ -99,6 +50,9 @@ function servedFromRoot(pinned: RootLinks | undefined, pathName: string): boolea
   }
   return isInside(pinned.base, real) || pinned.links.get(rel) === real;
 }
+
+export type { BootServerDeps } from './deps.js';
+export { errorBody } from './http-errors.js';
 
 export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance> {
   const serverUrl = validateServerUrl(deps.serverUrl);
