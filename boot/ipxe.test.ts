@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bootFateFor } from './fate.js';
+import { bootFateFor } from '../schemas/lifecycle.js';
 import { bootScriptFor, entryScript, UnsafeScriptValue } from './ipxe.js';
 
 const URL = 'http://10.0.0.1:8080';

@@ -1,6 +1,6 @@
 // iPXE scripts, rendered by pure functions from validated values only. Every value that reaches a script
 // is checked against a strict character set first: a script is code the machine executes.
-import type { BootFate } from './fate.js';
+import type { BootFate } from '../schemas/lifecycle.js';
 
 export interface ScriptContext {
   /** Base URL of this server as machines reach it, e.g. http://10.0.0.1:8080 (no trailing slash). */

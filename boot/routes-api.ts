@@ -8,7 +8,8 @@ import { MACHINES, WORKFLOWS, workflowKey } from '../store/keys.js';
 import type { Snapshot } from '../store/store.js';
 import { requireRole } from './auth.js';
 import type { EventHub } from './event-hub.js';
-import { finishWorkflow, seenKey, WorkflowStateError, type SeenRecord } from './observe.js';
+import { seenKey, type SeenRecord } from './observe.js';
+import { finishWorkflow, WorkflowStateError } from './workflow-progress.js';
 import { publicWorkflow } from './public.js';
 import type { BootServerDeps } from './deps.js';
 

@@ -4,7 +4,7 @@ import { isUnicastMac, normalizeMac } from '../schemas/mac.js';
 import type { MachineRecord, Workflow } from '../schemas/types.js';
 import { machineKey, workflowKey } from '../store/keys.js';
 import type { Snapshot } from '../store/store.js';
-import { bootFateFor } from './fate.js';
+import { bootFateFor } from '../schemas/lifecycle.js';
 import { bootScriptFor, entryScript } from './ipxe.js';
 import type { DiscoveryGate } from './discovery-gate.js';
 import type { BootMetrics } from './metrics.js';

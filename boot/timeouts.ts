@@ -5,7 +5,7 @@
 import type { Workflow } from '../schemas/types.js';
 import { WORKFLOWS } from '../store/keys.js';
 import type { Store } from '../store/store.js';
-import { finishWorkflow, WorkflowStateError } from './observe.js';
+import { finishWorkflow, WorkflowStateError } from './workflow-progress.js';
 
 const DEFAULT_TIMEOUT_SECONDS = 30 * 60;
 

@@ -1,7 +1,7 @@
 // `dragonfly machines NAME|MAC|MEMORABLE-NAME`: one machine in full — identity, hardware report (and an
 // unverified one), boot fate and why, desired vs installed, its workflow with per-action progress, power,
 // and its recent events. Read from the state store, as the other read-only commands are.
-import { bootFateFor } from '../boot/fate.js';
+import { bootFateFor } from '../schemas/lifecycle.js';
 import { SEEN, type SeenRecord } from '../boot/observe.js';
 import { DragonflyError } from '../schemas/errors.js';
 import { normalizeMac } from '../schemas/mac.js';

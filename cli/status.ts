@@ -1,5 +1,6 @@
 // `dragonfly status`: what the GitOps controller did last (from the store it shares with `serve`), and
 // `dragonfly suspend` / `resume`, which pause and restart applying — also from another process.
+import { isActiveWorkflow } from '../schemas/lifecycle.js';
 import type { MachineRecord, Workflow } from '../schemas/types.js';
 import type { ControllerStatus } from '../reconciler/controller.js';
 import { CONTROLLER_STATUS, CONTROLLER_SUSPENDED, MACHINES, WORKFLOWS } from '../store/keys.js';
@@ -46,7 +47,7 @@ export async function statusReport(state: string | undefined): Promise<StatusRep
           controller: snap.get<ControllerStatus>(CONTROLLER_STATUS)?.value ?? null,
           suspended: snap.get<SuspendedFlag>(CONTROLLER_SUSPENDED)?.value ?? null,
           workflows: {
-            running: workflows.filter((w) => w.state === 'pending' || w.state === 'running').map((w) => ({ id: w.id, machine: w.machine, template: `${w.template}@${w.generation}`, state: w.state })),
+            running: workflows.filter((w) => isActiveWorkflow(w.state)).map((w) => ({ id: w.id, machine: w.machine, template: `${w.template}@${w.generation}`, state: w.state })),
             // Only the machine's current workflow: an old failure that a later run fixed is history, not status.
             failed: workflows
               .filter((w) => (w.state === 'failed' || w.state === 'timed-out') && machines.some((m) => m.workflow === w.id && m.phase === 'Error'))

@@ -8,7 +8,7 @@ import { APPLIED, AUDIT, EVENTS, logKeys, machineKey, workflowKey } from '../sto
 import { normalizeMac } from '../schemas/mac.js';
 import type { Fleet } from './fleet.js';
 import { fingerprint, observedFrom, type Observed } from './observed.js';
-import { phaseOf } from './phase.js';
+import { phaseOf } from '../schemas/lifecycle.js';
 
 export interface ApplyContext {
   /** Who applies: a user name, or "controller". */

@@ -3,6 +3,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { Change, HardwareReport, MachineRecord, Note, Plan, Workflow, WorkflowIntent } from '../schemas/types.js';
 import { chooseInstallDisk, devicePath } from '../schemas/install-disk.js';
+import { isActiveWorkflow, isFailedWorkflow } from '../schemas/lifecycle.js';
 import { parseDuration, parseSize } from '../schemas/formats.js';
 import type { Fleet, FleetAssignment, FleetMachine, FleetTemplate } from './fleet.js';
 import { fingerprint, sha256, type Observed } from './observed.js';
@@ -14,8 +15,6 @@ const DEFAULT_TIMEOUT = '30m';
 export type { Change, Note, Plan };
 type MachineRef = Change['machine'];
 
-const ACTIVE = new Set<Workflow['state']>(['pending', 'running']);
-const FAILED = new Set<Workflow['state']>(['failed', 'timed-out']);
 
 function refOf(m: FleetMachine): MachineRef {
   return { name: m.name, mac: m.mac, memorableName: m.memorableName };
@@ -131,8 +130,8 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
     const a = fleet.assignments.get(wf.assignment);
     const c = rollout.get(wf.assignment);
     if (!a || !c) continue;
-    if (ACTIVE.has(wf.state)) c.active++;
-    else if (FAILED.has(wf.state) && wf.generation === a.generation) c.failures++;
+    if (isActiveWorkflow(wf.state)) c.active++;
+    else if (isFailedWorkflow(wf.state) && wf.generation === a.generation) c.failures++;
   }
 
   // The MACs git declares (of the scope, when scoped: only those are looked up below).
@@ -197,7 +196,7 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
     const wf = rec?.workflow ? observed.workflows.get(rec.workflow)?.value : undefined;
     const installed = rec?.installed;
     const wanted = `${t.name}@${a.generation}`;
-    if (wf && ACTIVE.has(wf.state)) {
+    if (wf && isActiveWorkflow(wf.state)) {
       notes.push({ kind: 'in-progress', machine: ref, message: `workflow ${wf.id} (${wf.template}@${wf.generation}) is ${wf.state}` });
       continue;
     }
@@ -211,7 +210,7 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
       }
       continue;
     }
-    if (wf && FAILED.has(wf.state) && wf.generation >= a.generation) {
+    if (wf && isFailedWorkflow(wf.state) && wf.generation >= a.generation) {
       notes.push({ kind: 'failed', machine: ref, message: `workflow ${wf.id} ${wf.state}${wf.error ? `: ${wf.error}` : ''}; bump the assignment's generation to retry` });
       continue;
     }

@@ -8,7 +8,7 @@ import type { Fleet, FleetMachine } from './fleet.js';
 import { loadFleet } from './load.js';
 import type { Observed } from './observed.js';
 import type { SourceFile } from './parse.js';
-import { phaseOf } from './phase.js';
+import { phaseOf } from '../schemas/lifecycle.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Desired state

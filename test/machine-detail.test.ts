@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { claimWorkflow, recordHardware, recordSeen, reportAction } from '../boot/observe.js';
+import { recordHardware, recordSeen } from '../boot/observe.js';
+import { claimWorkflow, reportAction } from '../boot/workflow-progress.js';
 import { applyPlan } from '../reconciler/apply.js';
 import { loadFleet } from '../reconciler/load.js';
 import { readObserved } from '../reconciler/observed.js';
