@@ -130,6 +130,7 @@ export async function finishWorkflow(
       state: report.state,
       finishedAt: at,
       ...(report.error ? { error: report.error } : {}),
+      ...('code' in report && report.code ? { errorCode: report.code } : {}),
     };
     const rec = snap.get<MachineRecord>(machineKey(value.mac));
     const compare = [{ key: wf.key, modRevision: wf.modRevision }];
@@ -142,8 +143,9 @@ export async function finishWorkflow(
               phase: 'Ready',
               installed: { template: value.template, generation: value.generation, ...(value.image ? { imageSha256: value.image.sha256 } : {}), at },
             }
-          : { ...rec.value, phase: 'Error', error: report.error ?? 'workflow failed' };
+          : { ...rec.value, phase: 'Error', error: report.error ?? 'workflow failed', ...('code' in report && report.code ? { errorCode: report.code } : {}) };
       if (report.state === 'succeeded') delete next.error;
+      if (report.state === 'succeeded' || !('code' in report && report.code)) delete next.errorCode;
       // The claimant's report of what the workflow left: the one report that replaces the stored hardware.
       if ('hardware' in report && report.hardware) {
         if (!isDeepStrictEqual(rec.value.hardware, report.hardware)) {

@@ -35,6 +35,7 @@ export interface MachineDetail {
   installed: string | null;
   installedAt: string | null;
   error: string | null;
+  errorCode: string | null;
   power: { observed: string | null; intent: string | null };
   hardware: (HardwareReport & { verified: boolean }) | null;
   unverifiedHardware: { at: string; ip: string | null; hardware: HardwareReport } | null;
@@ -84,6 +85,7 @@ export function machineDetail(snap: Snapshot, query: string): MachineDetail | un
     installed: rec.installed ? `${rec.installed.template}@${rec.installed.generation}` : null,
     installedAt: rec.installed?.at ?? null,
     error: rec.error ?? null,
+    errorCode: rec.errorCode ?? null,
     power: { observed: rec.observedPower ?? null, intent: rec.powerIntent ? `${rec.powerIntent.to} (asked ${rec.powerIntent.at})` : null },
     hardware: rec.hardware ? { ...rec.hardware, verified: rec.hardwareVerified ?? false } : null,
     unverifiedHardware: rec.unverifiedHardware ? { at: rec.unverifiedHardware.at, ip: rec.unverifiedHardware.ip ?? null, hardware: rec.unverifiedHardware.hardware } : null,
@@ -128,7 +130,7 @@ function hardwareLines(hw: HardwareReport): string[] {
 export function renderMachineDetail(m: MachineDetail): string {
   const out: string[] = [];
   out.push(`${m.name} (${m.memorableName})  ${m.mac}`);
-  out.push(`  phase:      ${m.phase}${m.error ? ` — ${m.error}` : ''}`);
+  out.push(`  phase:      ${m.phase}${m.error ? ` — ${m.error}${m.errorCode ? ` (${m.errorCode})` : ''}` : ''}`);
   if (Object.keys(m.labels).length) out.push(`  labels:     ${Object.entries(m.labels).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${k}=${v}`).join(', ')}`);
   out.push(`  boot fate:  ${m.bootFate.kind} (${m.bootFate.reason})`);
   out.push(`  desired:    ${m.desired ?? '-'}`);

@@ -176,7 +176,7 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
     });
     // What the workflow left on the disks, from the claimant: the one report that replaces the stored hardware.
     const after = await opts.inventory().catch((e: Error) => (opts.log?.(`hardware report after the workflow failed: ${e.message}`), undefined));
-    const finish = outcome.ok ? { state: 'succeeded' as const } : { state: 'failed' as const, error: outcome.error };
+    const finish = outcome.ok ? { state: 'succeeded' as const } : { state: 'failed' as const, error: outcome.error, ...(outcome.code ? { code: outcome.code } : {}) };
     await call(opts, 'POST', `/api/v1/agent/workflows/${id}/finish`, { ...finish, ...(after ? { hardware: after } : {}) }, secret);
     opts.log?.(outcome.ok ? `workflow ${id} succeeded` : `workflow ${id} failed: ${outcome.error}`);
     ran = true;

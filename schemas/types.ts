@@ -323,6 +323,10 @@ export interface Workflow {
   startedAt?: string;
   finishedAt?: string;
   error?: string;
+  /**
+   * The code of the error that ended it, when Mage reported one.
+   */
+  errorCode?: string;
   actions: {
     action: 'partition' | 'image2disk' | 'writefile' | 'kexec';
     /**
@@ -371,6 +375,10 @@ export interface MachineRecord {
   workflow?: string;
   observedPower?: 'on' | 'off' | 'unknown';
   error?: string;
+  /**
+   * The code of the error (docs/errors.md), when the failure carried one.
+   */
+  errorCode?: string;
   /**
    * The power state an apply asked for; a power driver acts on it.
    */
@@ -677,6 +685,10 @@ export interface ActionReport {
 export interface FinishReport {
   state: 'succeeded' | 'failed';
   error?: string;
+  /**
+   * The error code Mage's failure carried (docs/errors.md), for tools that switch on codes rather than parse the message.
+   */
+  code?: string;
   hardware?: HardwareReport1;
 }
 /**

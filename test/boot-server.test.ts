@@ -158,9 +158,11 @@ describe('boot scripts', () => {
     await app.inject({ method: 'POST', url: '/api/v1/agent/register', payload: { mac: MAC, hardware: HARDWARE } });
     const [wfId] = await applyFleet();
     const { auth } = await claim(wfId!);
-    const fin = await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wfId}/finish`, headers: auth, payload: { state: 'failed', error: 'sha256 mismatch: expected cd…, got 00…' } });
+    const fin = await app.inject({ method: 'POST', url: `/api/v1/agent/workflows/${wfId}/finish`, headers: auth, payload: { state: 'failed', error: 'refusing to write /dev/vda: its serial is B', code: 'DF_ERR_DISK_MISMATCH' } });
     expect(fin.statusCode).toBe(200);
-    expect(await record()).toMatchObject({ phase: 'Error', error: 'sha256 mismatch: expected cd…, got 00…' });
+    // The code travels with the message, for tools that switch on codes.
+    expect(await record()).toMatchObject({ phase: 'Error', error: 'refusing to write /dev/vda: its serial is B', errorCode: 'DF_ERR_DISK_MISMATCH' });
+    expect(await store.read((s) => s.get<Workflow>(`workflows/${wfId}`)!.value)).toMatchObject({ state: 'failed', errorCode: 'DF_ERR_DISK_MISMATCH' });
     expect((await app.inject({ url: '/boot/52:54:00:ab:cd:01' })).body).toContain('# Dragonfly: discovery');
   });
 });
