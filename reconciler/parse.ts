@@ -178,8 +178,8 @@ function parseWithPositions(file: SourceFile): { docs: Document[]; lc: LineCount
   return { docs: Array.isArray(all) ? all : [all], lc };
 }
 
-/** The reference parse: the `yaml` library's AST, which knows the position of every node and error. */
-function fullParse(file: SourceFile): { docs: ParsedDoc[]; diagnostics: Diagnostic[] } {
+/** The reference parse: the `yaml` library's AST, which knows the position of every node and error (parse-paths.test.ts holds the fast path to it). */
+export function fullParse(file: SourceFile): { docs: ParsedDoc[]; diagnostics: Diagnostic[] } {
   const { docs: list, lc } = parseWithPositions(file);
   const masked = masks(file.text);
   const docs: ParsedDoc[] = [];
