@@ -6,6 +6,7 @@ import { benchTftp } from './tftp.js';
 import { benchDecompress } from './decompress.js';
 import { benchImage2Disk } from './image2disk.js';
 import { benchLifecycle } from './lifecycle.js';
+import { benchStoreGrowth } from './store-growth.js';
 
 await benchPlan();
 await benchBoot();
@@ -13,5 +14,6 @@ await benchTftp();
 await benchImage2Disk();
 await benchDecompress();
 await benchReconcile();
+await benchStoreGrowth();
 await benchLifecycle();
 process.exit(0);
