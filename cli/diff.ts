@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DragonflyError, isDragonflyError } from '../schemas/errors.js';
 import { stateDirFrom } from '../store/lmdb.js';
-import { isFleetFile } from '../reconciler/fleet-dir.js';
+import { isFleetPath, isRegularGitFile } from '../reconciler/fleet-dir.js';
 import { diffResources, type FleetDiff } from '../reconciler/fleet-diff.js';
 import { GitSource, gitCacheDir, type FileChange } from '../reconciler/git-source.js';
 import type { SourceFile } from '../reconciler/parse.js';
@@ -169,13 +169,9 @@ function firstLine(text: string): string {
   return text.split('\n').find((l) => l.trim() !== '')?.replace(/^(fatal|error): /, '') ?? '';
 }
 
-/** The same rules as readFleetDir and GitSource: no hidden names, no node_modules, regular *.yaml files. */
+/** The rule of readFleetDir and GitSource (reconciler/fleet-dir.ts), for a git tree entry. */
 function isFleetEntry(rel: string, mode: string): boolean {
-  if (mode !== '100644' && mode !== '100755') return false;
-  const segs = rel.split('/');
-  if (segs.some((s) => s.startsWith('.'))) return false;
-  if (segs.slice(0, -1).includes('node_modules')) return false;
-  return isFleetFile(segs[segs.length - 1]!);
+  return isRegularGitFile(mode) && isFleetPath(rel);
 }
 
 function normalizeSub(p: string): string {

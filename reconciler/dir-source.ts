@@ -32,7 +32,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { DragonflyError } from '../schemas/errors.js';
-import { isFleetFile, isSkippedName } from './fleet-dir.js';
+import { isFleetFile, isFleetPath, isSkippedName } from './fleet-dir.js';
 import { contentRevision } from './load.js';
 import type { SourceFile } from './parse.js';
 
@@ -89,19 +89,10 @@ export interface FleetDirWatcher {
 /** Files read between two yields to the event loop. */
 const READ_BATCH = 256;
 
-const skippedSegment = isSkippedName;
-
-/** Would readFleetDir read a regular file at this relative path? */
-export function isFleetPath(rel: string): boolean {
-  if (rel === '') return false;
-  const segments = rel.split('/');
-  if (segments.some(skippedSegment)) return false;
-  return isFleetFile(segments[segments.length - 1]!);
-}
 
 /** Would readFleetDir walk into a directory at this relative path ('' is the root)? */
 function isFleetDirPath(rel: string): boolean {
-  return rel === '' || !rel.split('/').some(skippedSegment);
+  return rel === '' || !rel.split('/').some(isSkippedName);
 }
 
 const errnoOf = (e: unknown): string => (e as NodeJS.ErrnoException)?.code ?? String(e);
@@ -164,7 +155,7 @@ async function listTree(absRoot: string, rel: string): Promise<Listing> {
     }
     const subdirs: string[] = [];
     for (const entry of entries) {
-      if (skippedSegment(entry.name)) continue;
+      if (isSkippedName(entry.name)) continue;
       const relPath = relDir ? `${relDir}/${entry.name}` : entry.name;
       if (entry.isDirectory()) subdirs.push(relPath);
       else if (entry.isFile() && isFleetFile(entry.name)) out.files.push(relPath);
@@ -296,7 +287,7 @@ class DirSource implements FleetDirWatcher {
       ignored: (p: string, stats?: fs.Stats) => {
         const rel = relOf(p);
         if (rel === undefined || rel === '') return false;
-        if (rel.split('/').some(skippedSegment)) return true;
+        if (rel.split('/').some(isSkippedName)) return true;
         if (!stats) return false; // chokidar asks again with stats before watching anything
         if (stats.isDirectory()) return false;
         if (stats.isFile()) return !isFleetFile(path.basename(p));

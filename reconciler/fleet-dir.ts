@@ -15,6 +15,22 @@ export function isFleetFile(name: string): boolean {
   return (name.endsWith('.yaml') || name.endsWith('.yml')) && !name.startsWith('.');
 }
 
+/**
+ * The one rule for which paths are fleet files, whatever holds them (a directory, a git tree, a watcher's
+ * event): relative, '/'-separated; no skipped segment (isSkippedName); a *.yaml / *.yml name.
+ */
+export function isFleetPath(rel: string): boolean {
+  if (rel === '') return false;
+  const segments = rel.split('/');
+  if (segments.some(isSkippedName)) return false;
+  return isFleetFile(segments[segments.length - 1]!);
+}
+
+/** Git tree entries that are regular files: symbolic links (120000) and submodules are never fleet files. */
+export function isRegularGitFile(mode: string): boolean {
+  return mode === '100644' || mode === '100755';
+}
+
 /** Every fleet file under `root`, sorted by path; paths are relative to root with '/' separators. */
 export function readFleetDir(root: string): SourceFile[] {
   let stat: fs.Stats;

@@ -12,7 +12,7 @@ import git from 'isomorphic-git';
 import httpNode from 'isomorphic-git/http/node';
 import type { AuthCallback, AuthFailureCallback, GitAuth as IsoGitAuth, HttpClient, ServerRef } from 'isomorphic-git';
 import { DragonflyError, type ErrorCode } from '../schemas/errors.js';
-import { isFleetFile } from './fleet-dir.js';
+import { isFleetFile, isRegularGitFile, isSkippedName } from './fleet-dir.js';
 import type { SourceFile } from './parse.js';
 
 /** Credentials: a user and password, or a token (sent as the password of `username`, default `x-access-token`). */
@@ -94,7 +94,6 @@ const TOKEN_USERNAME = 'x-access-token';
 const REMOTE = 'origin';
 const FULL_SHA = /^[0-9a-f]{40}$/i;
 const SHORT_SHA = /^[0-9a-f]{4,39}$/i;
-const SKIP_DIRS = new Set(['node_modules']);
 const BLOB_CONCURRENCY = 32;
 
 /** Replace the userinfo of every URL in `text` by `***`. */
@@ -750,10 +749,9 @@ export function withHeadAdvertised(body: Buffer, preferredRef: string): Buffer |
 
 /** 'dir' (walked), 'file' (a fleet file), or null (skipped) — the same rules as readFleetDir. */
 function entryKind(e: { path: string; type: string; mode: string }): 'dir' | 'file' | null {
-  if (e.path.startsWith('.')) return null;
-  if (e.type === 'tree') return SKIP_DIRS.has(e.path) ? null : 'dir';
-  // Regular files only: symbolic links (120000) and submodules (commit) are skipped, as readFleetDir does.
-  if (e.type === 'blob' && (e.mode === '100644' || e.mode === '100755') && isFleetFile(e.path)) return 'file';
+  if (isSkippedName(e.path)) return null;
+  if (e.type === 'tree') return 'dir';
+  if (e.type === 'blob' && isRegularGitFile(e.mode) && isFleetFile(e.path)) return 'file';
   return null;
 }
 
