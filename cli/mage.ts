@@ -36,18 +36,21 @@ and dragonfly.token= on /proc/cmdline (the iPXE script puts them there).
 template on a VM disk image before rolling it out. \${disk} is --disk; kexec is a dry run unless --kexec.
 
 \`mage build\` builds the boot environment that \`dragonfly serve --mage-dir DIR\` serves as /mage/vmlinuz and
-/mage/initrd: DIR/vmlinuz (a Debian kernel), DIR/initrd (busybox, node, the disk tools Mage's actions run,
-NIC and disk drivers, Mage; zstd-compressed cpio) and DIR/manifest.json (versions, sizes, sha256s, module
-and tool lists). Needs apt (Debian or Ubuntu), kmod, zstd; .debs are cached in $DRAGONFLY_DEB_CACHE
-(default /var/tmp/dragonfly-debs). The same inputs give the same bytes (SOURCE_DATE_EPOCH sets the mtimes).
+/mage/initrd (\`dragonfly serve\` without --mage-dir builds one itself, into STATE/mage): DIR/vmlinuz (a
+Debian kernel), DIR/initrd (busybox, node, the disk tools Mage's actions run and the libraries they load, all
+from Debian packages but node; NIC and disk drivers, Mage; zstd-compressed cpio) and DIR/manifest.json
+(versions, sizes, sha256s, module, tool, library and package lists). Needs apt (Debian or Ubuntu), kmod,
+zstd; .debs are cached in $DRAGONFLY_DEB_CACHE (default /var/tmp/dragonfly-debs). The same inputs give the
+same bytes (SOURCE_DATE_EPOCH sets the mtimes; DRAGONFLY_MAGE_ZSTD_LEVEL, default 9, the compression).
 
   --out DIR              where vmlinuz, initrd and manifest.json go
   --kernel-package NAME  the Debian kernel package (default: the one linux-image-amd64 depends on, the
                          standard kernel, with drivers for real NICs and disks). linux-image-cloud-amd64
                          boots faster in VMs (no XZ kernel to unpack) but has no e1000, igb, ixgbe, tg3,
                          r8169, bnxt_en or ahci drivers: use it only for virtio VMs
-  --node PATH            the node binary to ship, with its libraries (default: the one running dragonfly;
-                         Node 20 or newer); stripped when \`strip\` is installed
+  --node PATH            the node binary to ship (default: the one running dragonfly; Node 20 or newer);
+                         stripped when \`strip\` is installed; its libraries come from libc6, libgcc-s1
+                         and libstdc++6
 `;
 
 function parseSets(sets: string[]): Record<string, string> {

@@ -16,11 +16,15 @@ import { Controller } from '../reconciler/controller.js';
 import { GitSource, gitCacheDir, sanitizeUrl } from '../reconciler/git-source.js';
 import { followDirectory, followGit, type Follower } from '../reconciler/sources.js';
 import { parseDuration } from '../schemas/formats.js';
+import { errorBody } from '../boot/http-errors.js';
+import { ensureMageImage } from '../mage/build/reuse.js';
 import type { Io } from './output.js';
+import { progressBar } from './progress.js';
 
 export const serveHelp = `Usage: dragonfly serve [--fleet DIR | --repo URL [--branch B] [--path SUBDIR] [--poll 30s]] [--manual]
                        [--state DIR] [--http HOST:PORT] [--tftp HOST:PORT|off]
-                       [--dhcp proxy --dhcp-ip IP [--chainload-ipxe]] [--public-url URL] [--ipxe-dir DIR] [--mage-dir DIR]
+                       [--dhcp proxy --dhcp-ip IP [--chainload-ipxe]] [--public-url URL] [--ipxe-dir DIR]
+                       [--mage-dir DIR | --no-mage-build]
                        [--api-token-file FILE] [--read-token-file FILE] [--max-… N] [--log-format json|pretty]
 
 Serve PXE-booting machines: each machine's fate (discover, image, boot its disk) comes from what the
@@ -47,7 +51,11 @@ changes nothing and is reported (\`dragonfly status\`) until a valid one arrives
                        first (old or feature-poor vendor builds), then the script; default: the script
   --public-url URL     how machines reach the HTTP server (default http://FIRST-IPV4:PORT)
   --ipxe-dir DIR       iPXE binaries (default /usr/lib/ipxe, Debian's ipxe package)
-  --mage-dir DIR       Mage's vmlinuz and initrd (dragonfly mage build --out DIR)
+  --mage-dir DIR       serve Mage's vmlinuz and initrd from DIR (dragonfly mage build --out DIR)
+  --no-mage-build      without --mage-dir, serve builds Mage once into STATE/mage in the background
+                       (Debian packages, ~20 s; /mage/ answers 503 with Retry-After meanwhile, which iPXE
+                       waits out) and reuses it while dragonfly, the kernel package and node stay the same;
+                       --no-mage-build serves no Mage: discovery scripts then fail to boot
 
   --api-token-file FILE        the admin token (else DRAGONFLY_API_TOKEN): admin calls and reads
   --read-token-file FILE       a read-only token (else DRAGONFLY_READ_TOKEN): machines, workflows,
@@ -83,6 +91,7 @@ export interface ServeOptions {
   publicUrl?: string;
   ipxeDir?: string;
   mageDir?: string;
+  noMageBuild?: boolean;
   apiTokenFile?: string;
   readTokenFile?: string;
   maxStreams?: string;
@@ -130,6 +139,73 @@ function firstIpv4(): string {
   return '127.0.0.1';
 }
 
+/** Seconds a machine's iPXE waits before asking again for /mage/ files while Mage is being built. */
+export const MAGE_RETRY_AFTER_S = 5;
+
+type Logger = ReturnType<typeof createLogger>;
+
+/**
+ * Mage in STATE/mage, built in the background (or reused) while the server answers PXE. Until it is ready
+ * /mage/ answers 503: with Retry-After while building, without once the build failed (iPXE's script then
+ * falls back to re-chaining /boot.ipxe every 10 s).
+ */
+class MageInStateDir {
+  state: 'building' | 'ready' | 'failed' = 'building';
+  private readonly abort = new AbortController();
+  private done: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly dir: string,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    const t0 = Date.now();
+    // On a terminal a progress bar on stderr, the steps at debug level; otherwise one log line per step.
+    const bar = progressBar('Mage build', 0);
+    const onTerminal = process.stderr.isTTY === true && !process.env.CI;
+    const stepLog = (msg: string) => (onTerminal ? this.log.debug(msg) : this.log.info(msg));
+    this.done = ensureMageImage({
+      dir: this.dir,
+      signal: this.abort.signal,
+      onBuild: (why) =>
+        this.log.info(
+          { dir: this.dir, why },
+          `building Mage into ${this.dir} (${why}): kernel, busybox, tools and libraries from Debian packages; /mage/vmlinuz and /mage/initrd answer 503 with Retry-After ${MAGE_RETRY_AFTER_S} until it is done`,
+        ),
+      progress: (step, total, label) => {
+        bar.update(step, total);
+        if (step < total) stepLog(`Mage build step ${step + 1}/${total}: ${label}`);
+      },
+      log: (line) => stepLog(`Mage build: ${line}`),
+    }).then(
+      (r) => {
+        bar.stop();
+        this.state = 'ready';
+        const m = r.manifest;
+        const what = { dir: this.dir, kernel: `${m.kernel.package} ${m.kernel.version}`, vmlinuzBytes: m.vmlinuz.bytes, initrdBytes: m.initrd.bytes, initrdSha256: m.initrd.sha256 };
+        if (r.reused) this.log.info(what, `Mage in ${this.dir} matches this build's inputs: reusing it, no rebuild; serving /mage/vmlinuz and /mage/initrd`);
+        else this.log.info({ ...what, seconds: Number(((Date.now() - t0) / 1000).toFixed(1)) }, `Mage built in ${((Date.now() - t0) / 1000).toFixed(1)} s; serving /mage/vmlinuz and /mage/initrd`);
+      },
+      (e: unknown) => {
+        bar.stop();
+        this.state = 'failed';
+        if (this.abort.signal.aborted) return;
+        const err = e as DragonflyError;
+        this.log.error(
+          { code: err.code ?? 'DF_ERR_MAGE_BUILD', hint: err.hint, err: err.message },
+          `Mage build failed: ${err.message}. Serving goes on, but discovery and imaging scripts point at /mage/vmlinuz and /mage/initrd, which answer 503 until serve is restarted after the fix (${err.hint ?? 'see docs/mage-image.md'}) or given --mage-dir DIR`,
+        );
+      },
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.done;
+  }
+}
+
 export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number> {
   const log = createLogger({ level: process.env.DRAGONFLY_LOG_LEVEL ?? 'info', fd: 1, format: logFormat(opts.logFormat) });
   const http = hostPort(opts.http ?? '0.0.0.0:8080', '--http');
@@ -138,6 +214,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
   if (opts.chainloadIpxe && opts.dhcp !== 'proxy') throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--chainload-ipxe changes what the proxyDHCP answers: it needs --dhcp proxy');
   if (opts.chainloadIpxe && opts.tftp === 'off') throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--chainload-ipxe hands out the iPXE binary over TFTP: it cannot go with --tftp off');
   if (opts.dhcp && !opts.dhcpIp) throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--dhcp proxy needs --dhcp-ip, the address machines reach this server at');
+  if (opts.mageDir && opts.noMageBuild) throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--mage-dir serves the Mage in DIR and --no-mage-build serves none: give one of them');
   const ipxeDir = opts.ipxeDir ?? '/usr/lib/ipxe';
   const apiToken = tokenFrom(opts.apiTokenFile, process.env.DRAGONFLY_API_TOKEN, '--api-token-file');
   const readToken = tokenFrom(opts.readTokenFile, process.env.DRAGONFLY_READ_TOKEN, '--read-token-file');
@@ -168,10 +245,13 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
 
   const store = LmdbStore.open(stateDir);
   const secret = loadOrCreateSecret(stateDir);
+  // Without --mage-dir, Mage is built into the state directory (served from the start: files appear there).
+  const mageDir = opts.mageDir ?? (opts.noMageBuild ? undefined : path.join(stateDir, 'mage'));
+  if (mageDir && !opts.mageDir) fs.mkdirSync(mageDir, { recursive: true });
   const closers: (() => Promise<unknown>)[] = [() => store.close()];
   try {
     if (!apiToken && !readToken) log.warn('no DRAGONFLY_API_TOKEN or DRAGONFLY_READ_TOKEN: the read API, the event stream, /metrics and admin calls are all refused');
-    if (!opts.mageDir) log.warn('no --mage-dir: discovery and imaging scripts point at /mage/vmlinuz and /mage/initrd, which will 404');
+    if (!mageDir) log.warn('--no-mage-build and no --mage-dir: discovery and imaging scripts point at /mage/vmlinuz and /mage/initrd, which will 404');
     if (!fs.existsSync(ipxeDir)) log.warn({ ipxeDir }, 'no iPXE binaries: install Debian\'s ipxe package or pass --ipxe-dir');
 
     // The GitOps controller, fed by the fleet's source.
@@ -192,7 +272,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
       store,
       secret,
       serverUrl: publicUrl,
-      ...(opts.mageDir ? { mageDir: opts.mageDir } : {}),
+      ...(mageDir ? { mageDir } : {}),
       ...(fs.existsSync(ipxeDir) ? { ipxeDir } : {}),
       ...(apiToken ? { apiToken } : {}),
       ...(readToken ? { readToken } : {}),
@@ -212,8 +292,21 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
       logger: log,
     });
     closers.unshift(() => app.close());
+    const mage = mageDir && !opts.mageDir ? new MageInStateDir(mageDir, log) : undefined;
+    if (mage) {
+      app.addHook('onRequest', async (req, reply) => {
+        if (mage.state === 'ready' || !req.url.startsWith('/mage/')) return;
+        if (mage.state === 'failed') return reply.code(503).send(errorBody('DF_ERR_MAGE_BUILD', 'Mage could not be built; the server log says why', 'fix what the log says and restart serve, or pass --mage-dir'));
+        // iPXE waits Retry-After seconds and asks again, inside the same `kernel` command (httpcore.c).
+        return reply.code(503).header('retry-after', String(MAGE_RETRY_AFTER_S)).send(errorBody('DF_ERR_MAGE_BUILD', 'Mage is being built', `retry in ${MAGE_RETRY_AFTER_S} s`));
+      });
+    }
     await app.listen({ host: http.host, port: http.port });
     log.info({ http: `${http.host}:${http.port}`, publicUrl, state: path.resolve(stateDir) }, 'HTTP listening');
+    if (mage) {
+      mage.start();
+      closers.unshift(() => mage.stop());
+    }
 
     if (tftp) {
       const script = Buffer.from(entryScript(publicUrl));

@@ -156,7 +156,7 @@ export const ERRORS = {
   DF_ERR_FILE_NOT_FOUND: spec('a file the action reads is not in the filesystem', 'check the path: it is read from the partition the action names'),
   DF_ERR_MAGE_BUILD: spec(
     'the Mage boot image cannot be built',
-    'read the step in the message; the build needs apt-get (Debian packages), cpio, kmod and binutils',
+    'read the step in the message; the build needs apt (Debian packages), kmod and zstd',
     500,
   ),
   // Warnings

@@ -36,7 +36,7 @@ function serve(state: string, port: number, extra: string[]): { child: ChildProc
   fs.writeFileSync(path.join(tmp.dir, 'secret'), SECRET);
   const child = spawn(
     process.execPath,
-    [BIN, 'serve', '--repo', server.url('fleet.git'), '--path', 'fleet', '--state', state, '--http', `127.0.0.1:${port}`, '--tftp', 'off', '--webhook-secret-file', path.join(tmp.dir, 'secret'), ...extra],
+    [BIN, 'serve', '--repo', server.url('fleet.git'), '--path', 'fleet', '--state', state, '--http', `127.0.0.1:${port}`, '--tftp', 'off', '--no-mage-build', '--webhook-secret-file', path.join(tmp.dir, 'secret'), ...extra],
     { cwd: ROOT },
   );
   children.push(child);

@@ -1,9 +1,10 @@
-// `dragonfly mage build` end to end: build Mage's vmlinuz + initrd from Debian packages (twice: the same
-// inputs must give the same bytes), then boot them in QEMU (TCG, direct kernel boot, two NICs on two slirp
-// networks) against a real `dragonfly serve` on the host, and watch the machine register with its disks
-// and NICs. The .debs are cached in /var/tmp/dragonfly-debs, so only the first run downloads (~100 MB).
-// The build uses zstd -3 here (DRAGONFLY_MAGE_ZSTD_LEVEL): the default, -19, takes ~50 s more per build
-// for a ~20% smaller initrd, and compression level changes nothing the test checks.
+// `dragonfly mage build` end to end: build Mage's vmlinuz + initrd from Debian packages, then let
+// `dragonfly serve` without --mage-dir build the same image into its state directory (the same inputs must
+// give the same bytes), serve it, and reuse it on its next start; then boot it in QEMU (TCG, direct kernel
+// boot, two NICs on two slirp networks) against that serve and watch the machine register with its disks and
+// NICs. The .debs are cached in /var/tmp/dragonfly-debs, so only the first run downloads (~100 MB).
+// The builds use zstd -3 here (DRAGONFLY_MAGE_ZSTD_LEVEL): the default, -9, takes a few seconds more per
+// build for a ~10% smaller initrd, and compression level changes nothing the test checks.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -12,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memorableName } from '../schemas/memorable-name.js';
 import type { MageManifest } from '../mage/build/image.js';
 import { BIN, dragonfly, ROOT, tempDir } from './cli-helpers.js';
-import { freePort, until } from './process-helpers.js';
+import { collect, exited, freePort, until } from './process-helpers.js';
 
 const MAC = '52:54:00:4d:41:01'; // the boot NIC: virtio-net on slirp, reaches the server
 const MAC2 = '52:54:00:4d:41:02'; // a second NIC: e1000 on an isolated slirp network (DHCP, no server)
@@ -20,20 +21,20 @@ const DEB_CACHE = process.env.DRAGONFLY_DEB_CACHE ?? '/var/tmp/dragonfly-debs';
 
 let work: string;
 let server: ChildProcess | undefined;
+let serverOut: { text: () => string };
+let port: number;
+let state: string;
 let qemu: ChildProcess | undefined;
 let manifest: MageManifest;
 
 const sha256 = (file: string) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
+const BUILD_ENV = { DRAGONFLY_DEB_CACHE: DEB_CACHE, DRAGONFLY_MAGE_ZSTD_LEVEL: '3', SOURCE_DATE_EPOCH: '' };
+
 function build(out: string): { ms: number; stderr: string } {
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, [BIN, 'mage', 'build', '--out', out], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    env: { ...process.env, DRAGONFLY_DEB_CACHE: DEB_CACHE, DRAGONFLY_MAGE_ZSTD_LEVEL: '3', SOURCE_DATE_EPOCH: '' },
-    timeout: 240_000,
-  });
+  const r = spawnSync(process.execPath, [BIN, 'mage', 'build', '--out', out], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...BUILD_ENV }, timeout: 240_000 });
   if (r.status !== 0) throw new Error(`mage build failed (${r.status}):\n${r.stderr}\n${r.stdout}`);
   return { ms: Date.now() - t0, stderr: r.stderr };
 }
@@ -63,7 +64,6 @@ afterAll(() => {
 describe('dragonfly mage build', () => {
   it('builds vmlinuz, initrd and manifest.json from Debian packages, reproducibly', () => {
     const out1 = path.join(work, 'mage1');
-    const out2 = path.join(work, 'mage2');
     const first = build(out1);
     expect(first.stderr).toMatch(/mage build: compressing \d+ entries/);
     manifest = JSON.parse(fs.readFileSync(path.join(out1, 'manifest.json'), 'utf8')) as MageManifest;
@@ -82,8 +82,17 @@ describe('dragonfly mage build', () => {
     }
     expect(manifest.modules.files.some((f) => f.endsWith('/virtio_net.ko'))).toBe(true);
     expect(manifest.tools.map((t) => t.name)).toEqual(expect.arrayContaining(['dd', 'sfdisk', 'mkfs.vfat', 'mkfs.ext4', 'debugfs', 'mkswap', 'blkid', 'blockdev', 'partx', 'mount', 'mcopy', 'kexec', 'zstd', 'xz', 'bzip2']));
-    expect(manifest.tools.find((t) => t.name === 'dd')).toMatchObject({ package: 'coreutils' });
-    expect(manifest.missingTools).toEqual([]);
+    // Every tool and library comes from a Debian package, none from this host.
+    expect(manifest.tools.find((t) => t.name === 'dd')).toMatchObject({ package: 'coreutils', path: '/usr/bin/dd' });
+    expect(manifest.tools.find((t) => t.name === 'kexec')).toMatchObject({ package: 'kexec-tools' });
+    expect(manifest.tools.find((t) => t.name === 'mkfs.vfat')).toMatchObject({ package: 'dosfstools' });
+    const packaged = new Set(manifest.packages.map((p) => p.package));
+    for (const t of manifest.tools) expect(packaged, t.name).toContain(t.package);
+    for (const l of manifest.libraries) expect(packaged, l.path).toContain(l.package);
+    expect(manifest.libraries.map((l) => `${path.posix.basename(l.path)} ${l.package}`)).toEqual(
+      expect.arrayContaining(['libc.so.6 libc6', 'libstdc++.so.6 libstdc++6', 'libext2fs.so.2 libext2fs2', 'libfdisk.so.1 libfdisk1']),
+    );
+    expect(manifest.inputs).toMatchObject({ kernel: { package: manifest.kernel.package }, zstdLevel: 3, bundle: manifest.bundle.sha256 });
 
     // What is inside: /init, the agent bundle without anything server-side, the modules list.
     const initrd = path.join(out1, 'initrd');
@@ -93,33 +102,69 @@ describe('dragonfly mage build', () => {
     expect(bundle).not.toMatch(/lmdb|fastify|isomorphic-git|chokidar/);
     expect(fromInitrd(initrd, 'etc/mage/modules').toString().trim().split('\n')).toEqual(manifest.modules.files);
 
-    // Same inputs, same bytes.
-    const second = build(out2);
-    for (const f of ['vmlinuz', 'initrd', 'manifest.json']) expect(sha256(path.join(out2, f)), f).toBe(sha256(path.join(out1, f)));
-
     const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
     console.log(
-      `mage build: ${seconds(first.ms)} (second build ${seconds(second.ms)}, identical); ${manifest.kernel.package} ${manifest.kernel.version}; ` +
+      `mage build: ${seconds(first.ms)}; ${manifest.kernel.package} ${manifest.kernel.version}; ` +
         `vmlinuz ${mb(manifest.vmlinuz.bytes)}, initrd ${mb(manifest.initrd.bytes)} (${mb(manifest.initrd.uncompressedBytes)} unpacked, node ${mb(manifest.node.bytes)}), ` +
-        `${manifest.modules.files.length} modules at boot, ${manifest.tools.length} tools`,
+        `${manifest.modules.files.length} modules at boot, ${manifest.tools.length} tools, ${manifest.libraries.length} libraries from ${manifest.packages.length} packages`,
     );
   }, 300_000);
 
-  it('boots in QEMU and registers with a running dragonfly serve', async () => {
+  it('serve without --mage-dir builds the same bytes into STATE/mage in the background, serves them, and reuses them on its next start', async () => {
     expect(manifest, 'the build test ran first').toBeDefined();
-    const out = path.join(work, 'mage1');
-    const port = await freePort();
-    const state = path.join(work, 'state');
+    port = await freePort();
+    state = path.join(work, 'state');
+    const startServe = () => {
+      server = spawn(process.execPath, [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${port}`, '--tftp', 'off', '--public-url', `http://10.0.2.2:${port}`, '--log-format', 'json'], {
+        cwd: ROOT,
+        env: { ...process.env, ...BUILD_ENV, DRAGONFLY_STATE: '', DRAGONFLY_API_TOKEN: 'mage-image-token', CI: '1' },
+      });
+      serverOut = collect(server);
+    };
     const api = `http://127.0.0.1:${port}`;
-    server = spawn(process.execPath, [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${port}`, '--tftp', 'off', '--public-url', `http://10.0.2.2:${port}`, '--mage-dir', out], {
-      stdio: ['ignore', fs.openSync(path.join(work, 'server.log'), 'w'), fs.openSync(path.join(work, 'server.err'), 'w')],
-      env: { ...process.env, DRAGONFLY_STATE: '', DRAGONFLY_API_TOKEN: 'mage-image-token' },
-    });
+    const t0 = Date.now();
+    startServe();
     await until('the server', async () => (await fetch(`${api}/healthz`).catch(() => undefined))?.ok === true, 20_000);
-    // What iPXE would fetch is what was built.
-    const served = await fetch(`${api}/mage/initrd`);
-    expect(served.status).toBe(200);
-    expect(createHash('sha256').update(Buffer.from(await served.arrayBuffer())).digest('hex')).toBe(manifest.initrd.sha256);
+    // PXE is answered at once; while Mage is built, its files say "later" in a way iPXE waits out.
+    const early = await fetch(`${api}/mage/initrd`);
+    expect(early.status).toBe(503);
+    expect(early.headers.get('retry-after')).toBe('5');
+    expect((await fetch(`${api}/boot.ipxe`)).status).toBe(200);
+    await until('Mage built by serve', () => serverOut.text().includes('serving /mage/vmlinuz and /mage/initrd'), 240_000, 500);
+    const built = Date.now() - t0;
+    expect(serverOut.text()).toMatch(/"msg":"building Mage into \S+\/state\/mage \(no image yet\)/);
+    expect(serverOut.text()).toMatch(/"msg":"Mage build step 7\/7: compressing"/);
+    expect(serverOut.text()).toMatch(/"msg":"Mage built in [\d.]+ s; serving/);
+
+    // Same inputs, same bytes: the CLI's build and serve's.
+    const mageDir = path.join(state, 'mage');
+    for (const f of ['vmlinuz', 'initrd', 'manifest.json']) expect(sha256(path.join(mageDir, f)), f).toBe(sha256(path.join(work, 'mage1', f)));
+    for (const f of ['vmlinuz', 'initrd'] as const) {
+      const res = await fetch(`${api}/mage/${f}`);
+      expect(res.status, f).toBe(200);
+      const body = Buffer.from(await res.arrayBuffer());
+      expect(body.length, f).toBe(manifest[f].bytes);
+      expect(createHash('sha256').update(body).digest('hex'), f).toBe(manifest[f].sha256);
+    }
+
+    // The next start finds the image matching this build's inputs: no rebuild.
+    server!.kill('SIGTERM');
+    expect(await exited(server!)).toBe(0);
+    const t1 = Date.now();
+    startServe();
+    await until('serve to reuse Mage', () => serverOut.text().includes('reusing it, no rebuild'), 30_000, 200);
+    const reused = Date.now() - t1;
+    expect(serverOut.text()).not.toContain('building Mage');
+    expect((await fetch(`${api}/mage/initrd`)).status).toBe(200);
+    console.log(`serve: Mage built into the state directory in ${seconds(built)} (identical to mage build); next start reused it in ${seconds(reused)}`);
+  }, 300_000);
+
+  it('boots in QEMU and registers with that dragonfly serve', async () => {
+    expect(manifest, 'the build test ran first').toBeDefined();
+    expect(server, 'the serve test ran first').toBeDefined();
+    // The serve of the previous test, with the Mage it built into its state directory: the README's first command.
+    const out = path.join(state, 'mage');
+    const api = `http://127.0.0.1:${port}`;
 
     const disk = path.join(work, 'disk.img');
     fs.writeFileSync(disk, '');

@@ -75,7 +75,7 @@ describe('serve, apply and Mage as separate processes', () => {
     const httpPort = await freePort();
     imagePort = await freePort();
     const base = `http://127.0.0.1:${httpPort}`;
-    const serveArgs = [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${httpPort}`, '--tftp', 'off', '--public-url', base];
+    const serveArgs = [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${httpPort}`, '--tftp', 'off', '--no-mage-build', '--public-url', base];
     let serve = start(serveArgs);
     await until('serve to listen', async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true);
 

@@ -51,7 +51,7 @@ beforeAll(async () => {
   fs.mkdirSync(path.join(work, 'fleet'));
   expect(spawnSync('ip', ['netns', 'add', NS]).status).toBe(0);
   spawnSync('ip', inNs(['ip', 'link', 'set', 'lo', 'up']));
-  server = spawn('ip', inNs([process.execPath, BIN, 'serve', '--state', state, '--http', `127.0.0.1:${PORT}`, '--tftp', 'off', '--public-url', `http://10.0.2.2:${PORT}`]), {
+  server = spawn('ip', inNs([process.execPath, BIN, 'serve', '--state', state, '--http', `127.0.0.1:${PORT}`, '--tftp', 'off', '--no-mage-build', '--public-url', `http://10.0.2.2:${PORT}`]), {
     stdio: ['ignore', fs.openSync(path.join(work, 'server.log'), 'w'), 'inherit'],
     env: { ...process.env, DRAGONFLY_STATE: '', DRAGONFLY_API_TOKEN: 'qemu-pxe-token' },
   });

@@ -23,7 +23,7 @@ describe('dragonfly serve', () => {
       ['pretty', /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: HTTP listening \{"http":"127\.0\.0\.1:\d+"/m],
       ['json', /^\{"level":30,"time":\d+,.*"msg":"HTTP listening"\}$/m],
     ] as const) {
-      const serve = spawn(process.execPath, [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', 'off', '--log-format', format], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' } });
+      const serve = spawn(process.execPath, [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', 'off', '--no-mage-build', '--log-format', format], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' } });
       children.push(serve);
       const out = collect(serve);
       await until(`serve (${format}) to listen`, () => out.text().includes('HTTP listening'));
@@ -37,7 +37,7 @@ describe('dragonfly serve', () => {
     const state = tempDir();
     dirs.push(state);
     const [http, tftp] = [await freePort(), await freePort()];
-    const serve = spawn(process.execPath, [BIN, 'serve', '--fleet', 'fleet.example', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', `127.0.0.1:${tftp}`], {
+    const serve = spawn(process.execPath, [BIN, 'serve', '--fleet', 'fleet.example', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', `127.0.0.1:${tftp}`, '--no-mage-build'], {
       cwd: ROOT,
       env: { ...process.env, DRAGONFLY_API_TOKEN: 'admin-token', DRAGONFLY_READ_TOKEN: 'read-token' },
     });
@@ -84,6 +84,7 @@ describe('dragonfly serve', () => {
       [['--mage-dir', '/nonexistent', '--http', '127.0.0.1:0', '--tftp', 'off'], 'directory /nonexistent (for /mage/) does not exist'],
       [['--log-format', 'xml'], '--log-format takes json, pretty or auto, not "xml"'],
       [['--max-streams', '0'], '--max-streams takes a whole number of at least 1, not "0"'],
+      [['--mage-dir', '/tmp', '--no-mage-build'], '--mage-dir serves the Mage in DIR and --no-mage-build serves none'],
     ] as const) {
       const state = tempDir();
       dirs.push(state);
@@ -92,5 +93,23 @@ describe('dragonfly serve', () => {
       expect(r.stderr).toContain('DF_ERR_SERVE_CONFIG');
       expect(r.stderr).toContain(text);
     }
+  });
+
+  // Building Mage into the state directory, and reusing it, is tested with the real build in test/mage-image.test.ts.
+  it('--no-mage-build serves no Mage: no build, no STATE/mage, /mage/ 404s and the log says so', async () => {
+    const state = tempDir();
+    dirs.push(state);
+    const http = await freePort();
+    const serve = spawn(process.execPath, [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${http}`, '--tftp', 'off', '--no-mage-build', '--log-format', 'json'], { cwd: ROOT });
+    children.push(serve);
+    const out = collect(serve);
+    const base = `http://127.0.0.1:${http}`;
+    await until('serve to listen', async () => (await fetch(`${base}/healthz`).catch(() => undefined))?.ok === true);
+    expect((await fetch(`${base}/mage/initrd`)).status).toBe(404);
+    expect(fs.existsSync(path.join(state, 'mage'))).toBe(false);
+    serve.kill('SIGTERM');
+    await new Promise((r) => serve.once('exit', r));
+    expect(out.text()).toContain('--no-mage-build and no --mage-dir: discovery and imaging scripts point at /mage/vmlinuz and /mage/initrd, which will 404');
+    expect(out.text()).not.toContain('Mage build');
   });
 });
