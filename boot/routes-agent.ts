@@ -13,7 +13,7 @@ import { publicWorkflow } from './public.js';
 import { recordHardware } from './observe.js';
 import { claimWorkflow, finishWorkflow, reportAction, WorkflowClaimedError, WorkflowStateError } from './workflow-progress.js';
 import type { BootServerDeps } from './deps.js';
-import { bearerToken } from './auth.js';
+import { bearerToken as bearer } from './auth.js';
 import { claimSecretMatches, secretSha256, verifyWorkflowToken } from './tokens.js';
 import { MachineWaiters } from './waiters.js';
 
@@ -21,8 +21,6 @@ const WORKFLOW_ID = /^wf-[a-z0-9-]{1,80}$/;
 const POLL_SECONDS = 10;
 /** A held registration looks at the record again this often, in case a wake-up was missed (see MachineWaiters). */
 const RECHECK_MS = 5_000;
-
-const bearer = bearerToken;
 
 /** The workflow's token opens it only while nobody has claimed it. */
 function claimable(wf: Workflow | undefined): boolean {

@@ -294,11 +294,12 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
     closers.unshift(() => app.close());
     const mage = mageDir && !opts.mageDir ? new MageInStateDir(mageDir, log) : undefined;
     if (mage) {
-      app.addHook('onRequest', async (req, reply) => {
-        if (mage.state === 'ready' || !req.url.startsWith('/mage/')) return;
-        if (mage.state === 'failed') return reply.code(503).send(errorBody('DF_ERR_MAGE_BUILD', 'Mage could not be built; the server log says why', 'fix what the log says and restart serve, or pass --mage-dir'));
+      // A callback hook, not an async one: it runs on every request, PXE's included (see buildServer).
+      app.addHook('onRequest', (req, reply, done) => {
+        if (mage.state === 'ready' || !req.url.startsWith('/mage/')) return done();
+        if (mage.state === 'failed') return void reply.code(503).send(errorBody('DF_ERR_MAGE_BUILD', 'Mage could not be built; the server log says why', 'fix what the log says and restart serve, or pass --mage-dir'));
         // iPXE waits Retry-After seconds and asks again, inside the same `kernel` command (httpcore.c).
-        return reply.code(503).header('retry-after', String(MAGE_RETRY_AFTER_S)).send(errorBody('DF_ERR_MAGE_BUILD', 'Mage is being built', `retry in ${MAGE_RETRY_AFTER_S} s`));
+        void reply.code(503).header('retry-after', String(MAGE_RETRY_AFTER_S)).send(errorBody('DF_ERR_MAGE_BUILD', 'Mage is being built', `retry in ${MAGE_RETRY_AFTER_S} s`));
       });
     }
     await app.listen({ host: http.host, port: http.port });

@@ -37,6 +37,7 @@ const COMPACT_EVERY = 256;
  * within one second must not run past the guard). */
 const FREE_CHECK_MS = 1000;
 const LOW_FREE_BYTES = 256 * 1024 * 1024;
+const DEFAULT_MIN_FREE_BYTES = 16 * 1024 * 1024;
 /** Change-log entries deleted per compaction at most: an old store's first compaction stays one small transaction. */
 const COMPACT_BATCH = 4096;
 
@@ -75,7 +76,7 @@ export class LmdbStore implements Store {
 
   private constructor(private readonly dir: string, private readonly options: LmdbStoreOptions) {
     this.retain = Math.max(1, options.retainRevisions ?? 10_000);
-    this.minFree = options.minFreeBytes ?? 16 * 1024 * 1024;
+    this.minFree = options.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
     // Hardware inventories and workflow state are nobody else's business: the files are 0600.
     const old = process.umask(0o077);
     try {
@@ -97,7 +98,7 @@ export class LmdbStore implements Store {
       throw new DragonflyError('DF_ERR_STORE_OPEN', `cannot open the state store in ${dir}: ${(e as Error).message}`, { path: dir });
     }
     // Before LMDB touches the file: with no room to grow it, LMDB dies with SIGBUS, not an error.
-    const need = options.minFreeBytes ?? 16 * 1024 * 1024;
+    const need = options.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
     const free = freeBytes(dir);
     if (free < need) {
       throw new DragonflyError('DF_ERR_STORE_FULL', `the filesystem of ${dir} has ${free} bytes free; the state store needs at least ${need}`, { path: dir, freeBytes: free });
