@@ -1,12 +1,12 @@
 // The Mage agent API. Registration (discovery) is open but rate-limited per source. A workflow is claimed
 // once, with the token from its boot script; from then on every call about it needs the claiming Mage's own
-// secret, from the address it claimed from (docs/security.md).
+// secret, from the address it claimed from (docs/security.md). Paths and bodies are checked against their
+// schemas (boot/route-schemas.ts) before any credential: a malformed request never reads the store.
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { DragonflyError } from '../schemas/errors.js';
 import { isUnicastMac, normalizeMac } from '../schemas/mac.js';
 import type { DiscoveryGate } from './discovery-gate.js';
 import type { ActionReport, ClaimRequest, FinishReport, MachineRecord, RegisterRequest, RegisterResponse, Workflow } from '../schemas/types.js';
-import { validateDefinition } from '../schemas/validate.js';
 import { machineKey, workflowKey } from '../store/keys.js';
 import { bootFateFor } from '../schemas/lifecycle.js';
 import { publicWorkflow } from './public.js';
@@ -16,8 +16,8 @@ import type { BootServerDeps } from './deps.js';
 import { bearerToken as bearer } from './auth.js';
 import { claimSecretMatches, secretSha256, verifyWorkflowToken } from './tokens.js';
 import { MachineWaiters } from './waiters.js';
+import { def, refusing, type Refusal } from './route-schemas.js';
 
-const WORKFLOW_ID = /^wf-[a-z0-9-]{1,80}$/;
 const POLL_SECONDS = 10;
 /** A held registration looks at the record again this often, in case a wake-up was missed (see MachineWaiters). */
 const RECHECK_MS = 5_000;
@@ -32,14 +32,12 @@ function isClaimant(wf: Workflow | undefined, req: FastifyRequest): boolean {
   return wf?.claim !== undefined && wf.claim.ip === req.ip && claimSecretMatches(wf.claim.secretSha256, bearer(req));
 }
 
-function check<T>(def: string, body: unknown): T {
-  const errors = validateDefinition('agent', def, body);
-  if (errors.length > 0) {
-    const e = errors[0]!;
-    // Name the field, never echo the value.
-    throw new DragonflyError('DF_ERR_BAD_REQUEST', `${e.instancePath || 'body'} ${e.message ?? 'is invalid'}`);
-  }
-  return body as T;
+/** An id that is not a workflow id names no workflow; an index out of range, no action. */
+const NO_WORKFLOW: Refusal = ['DF_ERR_NOT_FOUND', 'no such workflow'];
+const ABOUT_A_WORKFLOW = { schemaErrorFormatter: refusing({ params: NO_WORKFLOW }) };
+
+interface WorkflowParams {
+  id: string;
 }
 
 /** ${server.url} is the one variable left for the server to fill in (reconciler/variables.ts). */
@@ -53,9 +51,8 @@ function withServerUrl<T>(value: T, url: string): T {
 export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps; gate: DiscoveryGate }> = async (app, { deps, gate }) => {
   const readWorkflow = (id: string) => deps.store.read((s) => s.get<Workflow>(workflowKey(id))?.value);
   /** Calls about a claimed workflow: only its claimant. The token alone is refused, whoever sends it. */
-  const authorize = async (req: FastifyRequest<{ Params: { id: string } }>): Promise<string> => {
+  const authorize = async (req: FastifyRequest<{ Params: WorkflowParams }>): Promise<string> => {
     const id = req.params.id;
-    if (!WORKFLOW_ID.test(id)) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
     const wf = await readWorkflow(id);
     if (isClaimant(wf, req)) return id;
     if (wf?.claim && verifyWorkflowToken(deps.secret, id, bearer(req))) {
@@ -73,11 +70,11 @@ export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps; gate: Disco
   const waiters = new MachineWaiters(deps.store);
   app.addHook('preClose', async () => waiters.close());
 
-  app.post(
+  app.post<{ Body: RegisterRequest }>(
     '/api/v1/agent/register',
-    { config: { rateLimit: { max: deps.registrationsPerMinute ?? 120, timeWindow: 60_000 } } },
+    { schema: { body: def('agent', 'RegisterRequest') }, config: { rateLimit: { max: deps.registrationsPerMinute ?? 120, timeWindow: 60_000 } } },
     async (req, reply): Promise<RegisterResponse> => {
-      const body = check<RegisterRequest>('RegisterRequest', req.body);
+      const body = req.body;
       const mac = normalizeMac(body.mac)!;
       if (!isUnicastMac(mac)) throw new DragonflyError('DF_ERR_BAD_MAC', 'not the address of a NIC (all zeros, broadcast or multicast)');
       const known = await deps.store.read((s) => s.get<MachineRecord>(machineKey(mac))?.value);
@@ -128,39 +125,48 @@ export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps; gate: Disco
 
   // The claim: the token from the boot script, once, while the workflow is pending; the body carries the
   // Mage's own secret, which every later call presents instead.
-  app.post<{ Params: { id: string } }>('/api/v1/agent/workflows/:id/claim', async (req) => {
-    const id = req.params.id;
-    if (!WORKFLOW_ID.test(id)) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
-    if (!verifyWorkflowToken(deps.secret, id, bearer(req))) throw new DragonflyError('DF_ERR_UNAUTHORIZED', 'a claim needs the workflow token from the boot script');
-    const body = check<ClaimRequest>('ClaimRequest', req.body);
-    const wf = await claimWorkflow(deps.store, id, { secretSha256: secretSha256(body.secret), ip: req.ip }).catch(ended);
-    if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
-    req.log.info({ workflow: id, mac: wf.mac, ip: req.ip }, 'workflow claimed');
-    return withServerUrl(publicWorkflow(wf), deps.serverUrl);
-  });
+  app.post<{ Params: WorkflowParams; Body: ClaimRequest }>(
+    '/api/v1/agent/workflows/:id/claim',
+    { schema: { params: def('api', 'WorkflowParams'), body: def('agent', 'ClaimRequest') }, ...ABOUT_A_WORKFLOW },
+    async (req) => {
+      const id = req.params.id;
+      if (!verifyWorkflowToken(deps.secret, id, bearer(req))) throw new DragonflyError('DF_ERR_UNAUTHORIZED', 'a claim needs the workflow token from the boot script');
+      const wf = await claimWorkflow(deps.store, id, { secretSha256: secretSha256(req.body.secret), ip: req.ip }).catch(ended);
+      if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
+      req.log.info({ workflow: id, mac: wf.mac, ip: req.ip }, 'workflow claimed');
+      return withServerUrl(publicWorkflow(wf), deps.serverUrl);
+    },
+  );
 
-  app.get<{ Params: { id: string } }>('/api/v1/agent/workflows/:id', async (req) => {
+  app.get<{ Params: WorkflowParams }>('/api/v1/agent/workflows/:id', { schema: { params: def('api', 'WorkflowParams') }, ...ABOUT_A_WORKFLOW }, async (req) => {
     const id = await authorize(req);
     const wf = await readWorkflow(id);
     if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
     return withServerUrl(publicWorkflow(wf), deps.serverUrl);
   });
 
-  app.post<{ Params: { id: string; index: string } }>('/api/v1/agent/workflows/:id/actions/:index', async (req) => {
-    const id = await authorize(req);
-    const index = Number(req.params.index);
-    if (!Number.isInteger(index) || index < 0 || index > 1000) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such action');
-    const report = check<ActionReport>('ActionReport', req.body);
-    const wf = await reportAction(deps.store, id, index, report).catch(ended);
-    if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
-    return { ok: true, state: wf.state };
-  });
+  app.post<{ Params: WorkflowParams & { index: number }; Body: ActionReport }>(
+    '/api/v1/agent/workflows/:id/actions/:index',
+    {
+      schema: { params: def('api', 'ActionParams'), body: def('agent', 'ActionReport') },
+      schemaErrorFormatter: refusing({ 'params/id': NO_WORKFLOW, 'params/index': ['DF_ERR_NOT_FOUND', 'no such action'] }),
+    },
+    async (req) => {
+      const id = await authorize(req);
+      const wf = await reportAction(deps.store, id, req.params.index, req.body).catch(ended);
+      if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
+      return { ok: true, state: wf.state };
+    },
+  );
 
-  app.post<{ Params: { id: string } }>('/api/v1/agent/workflows/:id/finish', async (req) => {
-    const id = await authorize(req);
-    const report = check<FinishReport>('FinishReport', req.body);
-    const wf = await finishWorkflow(deps.store, id, report).catch(ended);
-    if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
-    return { ok: true, state: wf.state };
-  });
+  app.post<{ Params: WorkflowParams; Body: FinishReport }>(
+    '/api/v1/agent/workflows/:id/finish',
+    { schema: { params: def('api', 'WorkflowParams'), body: def('agent', 'FinishReport') }, ...ABOUT_A_WORKFLOW },
+    async (req) => {
+      const id = await authorize(req);
+      const wf = await finishWorkflow(deps.store, id, req.body).catch(ended);
+      if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
+      return { ok: true, state: wf.state };
+    },
+  );
 };

@@ -1,5 +1,6 @@
 // The read API (machines, workflows, an SSE stream of changes; a read or admin token) and the admin calls
-// (the admin token). Nothing here is open: hardware inventories and MACs are not public.
+// (the admin token). Nothing here is open: hardware inventories and MACs are not public. The token is checked
+// first (onRequest), then the path, query and headers against their schemas (boot/route-schemas.ts).
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { DragonflyError } from '../schemas/errors.js';
 import { normalizeMac } from '../schemas/mac.js';
@@ -12,21 +13,19 @@ import { seenKey, type SeenRecord } from './observe.js';
 import { finishWorkflow, WorkflowStateError } from './workflow-progress.js';
 import { publicWorkflow } from './public.js';
 import type { BootServerDeps } from './deps.js';
+import { def, refusing } from './route-schemas.js';
 
-/** A page of the read API: at most this many items (default 500). */
-const MAX_LIMIT = 5000;
+/** A page of the read API when the query names no limit (schemas/api.schema.json caps it). */
 const DEFAULT_LIMIT = 500;
-const WORKFLOW_ID = /^wf-[a-z0-9-]{1,80}$/;
 
+/** As schemas/api.schema.json's MachinesQuery and WorkflowsQuery, once checked. */
 interface PageQuery {
-  limit?: string;
+  limit?: number;
   after?: string;
 }
 
 function pageOf(q: PageQuery): { limit: number; after: string | undefined } {
-  const limit = q.limit === undefined ? DEFAULT_LIMIT : /^\d{1,5}$/.test(q.limit) ? Number(q.limit) : NaN;
-  if (!(limit >= 1 && limit <= MAX_LIMIT)) throw new DragonflyError('DF_ERR_BAD_REQUEST', `limit must be an integer from 1 to ${MAX_LIMIT}`);
-  return { limit, after: q.after };
+  return { limit: q.limit ?? DEFAULT_LIMIT, after: q.after };
 }
 
 /** One page of `prefix` at one snapshot: the items after `prefix + after`; `next` continues the listing. */
@@ -43,14 +42,13 @@ function listPage<T, R>(snap: Snapshot, prefix: string, page: { limit: number; a
 }
 
 export const apiRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: EventHub }> = async (app, { deps, hub }) => {
-  const reader = (req: FastifyRequest) => requireRole(req, deps, 'read');
-  const admin = (req: FastifyRequest) => requireRole(req, deps, 'admin');
+  // Hooks, so that a caller without the token learns nothing, not even that its query was malformed.
+  const reader = { onRequest: async (req: FastifyRequest) => void requireRole(req, deps, 'read') };
+  const admin = { onRequest: async (req: FastifyRequest) => void requireRole(req, deps, 'admin') };
   const read = <T>(fn: (snap: Snapshot) => T) => (deps.store.readSync ? deps.store.readSync(fn) : deps.store.read(fn));
 
-  app.get<{ Querystring: PageQuery }>('/api/v1/machines', async (req) => {
-    reader(req);
+  app.get<{ Querystring: PageQuery }>('/api/v1/machines', { schema: { querystring: def('api', 'MachinesQuery') }, ...reader }, async (req) => {
     const page = pageOf(req.query);
-    if (page.after !== undefined && !normalizeMac(page.after)) throw new DragonflyError('DF_ERR_BAD_REQUEST', 'after must be a MAC (the next of the previous page)');
     return read((snap) =>
       listPage<MachineRecord, unknown>(snap, MACHINES, { ...page, ...(page.after ? { after: normalizeMac(page.after)! } : {}) }, (value, revision) => {
         const seen = snap.get<SeenRecord>(seenKey(value.mac))?.value;
@@ -59,16 +57,13 @@ export const apiRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: EventHub
     );
   });
 
-  app.get<{ Querystring: PageQuery }>('/api/v1/workflows', async (req) => {
-    reader(req);
+  app.get<{ Querystring: PageQuery }>('/api/v1/workflows', { schema: { querystring: def('api', 'WorkflowsQuery') }, ...reader }, async (req) => {
     const page = pageOf(req.query);
-    if (page.after !== undefined && !WORKFLOW_ID.test(page.after)) throw new DragonflyError('DF_ERR_BAD_REQUEST', 'after must be a workflow id (the next of the previous page)');
     return read((snap) => listPage<Workflow, unknown>(snap, WORKFLOWS, page, (value, revision) => ({ ...publicWorkflow(value), revision })));
   });
 
-  app.post<{ Params: { id: string } }>('/api/v1/workflows/:id/cancel', async (req) => {
-    admin(req);
-    if (!WORKFLOW_ID.test(req.params.id)) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
+  const cancelRoute = { schema: { params: def('api', 'WorkflowParams') }, schemaErrorFormatter: refusing({ params: ['DF_ERR_NOT_FOUND', 'no such workflow'] }), ...admin };
+  app.post<{ Params: { id: string } }>('/api/v1/workflows/:id/cancel', cancelRoute, async (req) => {
     const exists = await deps.store.read((s) => s.get<Workflow>(workflowKey(req.params.id)));
     if (!exists) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
     try {
@@ -82,10 +77,9 @@ export const apiRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: EventHub
 
   // Server-sent events: every change to machines, workflows and the event log, with the store revision
   // that produced each value as the event id, so a client resumes with Last-Event-ID (or ?since=REV).
-  app.get<{ Querystring: { since?: string } }>('/api/v1/events', async (req, reply) => {
-    reader(req);
+  const eventsRoute = { schema: { querystring: def('api', 'EventsQuery'), headers: def('api', 'EventsHeaders') }, ...reader };
+  app.get<{ Querystring: { since?: string }; Headers: { 'last-event-id'?: string } }>('/api/v1/events', eventsRoute, async (req, reply) => {
     const last = req.headers['last-event-id'] ?? req.query.since;
-    if (last !== undefined && !/^\d{1,15}$/.test(String(last))) throw new DragonflyError('DF_ERR_BAD_REQUEST', 'Last-Event-ID and since take a store revision (a number)');
     const since = last === undefined ? undefined : Number(last);
     const admission = hub.admit(req.ip, since);
     if (!admission.ok && admission.reason === 'compacted') {

@@ -13,6 +13,7 @@ import { SeenBatch } from './seen-batch.js';
 import type { BootServerDeps } from './deps.js';
 import { errorBody } from './http-errors.js';
 import { workflowToken } from './tokens.js';
+import { def, refusing } from './route-schemas.js';
 
 const ARCH = /^[a-z0-9_]{1,16}$/;
 const PLATFORM = /^[a-z]{1,8}$/;
@@ -30,7 +31,9 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
   app.get('/boot.ipxe', sendEntry);
   app.get('/autoexec.ipxe', sendEntry);
 
-  app.get<{ Params: { mac: string }; Querystring: Record<string, string | undefined> }>('/boot/:mac', async (req, reply) => {
+  // The MAC is checked by its schema (compiled once); the query is read leniently below, never refused.
+  const bootMac = { schema: { params: def('api', 'MacParams') }, schemaErrorFormatter: refusing({ params: ['DF_ERR_BAD_MAC', 'not a MAC address'] }) };
+  app.get<{ Params: { mac: string }; Querystring: Record<string, string | undefined> }>('/boot/:mac', bootMac, async (req, reply) => {
     // Any case, ':' or '-' (iPXE's ${mac:hexhyp}); anything else is refused and never echoed.
     const mac = normalizeMac(req.params.mac);
     if (!mac) return reply.code(400).send(errorBody('DF_ERR_BAD_MAC', 'not a MAC address'));

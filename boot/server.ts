@@ -18,6 +18,7 @@ import { isInside, resolveRootLinks, type RootLinks } from './tftp/root-links.js
 import { guardConnections } from './connection-guard.js';
 import type { BootServerDeps } from './deps.js';
 import { errorBody, REQUEST_HINT } from './http-errors.js';
+import { compileRequestSchema, refuseRequest } from './route-schemas.js';
 import { DiscoveryGate } from './discovery-gate.js';
 import { EventHub } from './event-hub.js';
 
@@ -69,6 +70,9 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
       void (reply as unknown as { code(n: number): { send(b: unknown): unknown } }).code(400).send(errorBody('DF_ERR_BAD_REQUEST', 'malformed URL', REQUEST_HINT));
     },
   });
+  // Route schemas are our JSON Schemas, compiled by our Ajv; a request that fails one never reaches its handler.
+  app.setValidatorCompiler(compileRequestSchema);
+  app.setSchemaErrorFormatter(refuseRequest);
   // Before anything listens: half-open connections from the boot network must not exhaust descriptors.
   const guard = guardConnections(app.server, { ...deps.connections, log: app.log });
   let storeFullLogged = 0;
@@ -96,7 +100,8 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
   });
 
   // Errors a client caused are 4xx with a code; anything else is ours: 500, logged, never echoed.
-  app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: unknown }, req, reply) => {
+  // A request that fails its route schema arrives here as a DragonflyError (boot/route-schemas.ts).
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     if (isDragonflyError(err)) {
       if (err.code === 'DF_ERR_STORE_FULL') storeErrors(err);
       return reply.code(err.status).send({ error: err.toJSON() });
@@ -106,7 +111,7 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
     if (status === 413) return reply.code(413).send(errorBody('DF_ERR_BAD_REQUEST', 'request body too large'));
     // A refused path (traversal, dotfiles) is just not found: nothing to learn about the tree.
     if (status === 403 || status === 404) return reply.code(404).send(errorBody('DF_ERR_NOT_FOUND', 'no such resource'));
-    if (err.validation !== undefined || err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (err as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
       return reply.code(status).send(errorBody('DF_ERR_BAD_REQUEST', 'malformed request body'));
     }
     if (status >= 400 && status < 500) return reply.code(status).send(errorBody('DF_ERR_BAD_REQUEST', 'malformed request', REQUEST_HINT));

@@ -10,9 +10,10 @@ import hardware from './hardware.schema.json' with { type: 'json' };
 import machineRecord from './machine-record.schema.json' with { type: 'json' };
 import plan from './plan.schema.json' with { type: 'json' };
 import agent from './agent.schema.json' with { type: 'json' };
+import api from './api.schema.json' with { type: 'json' };
 import { FORMATS } from './formats.js';
 
-export const SCHEMAS = { common, machine, template, assignment, workflow, hardware, machineRecord, plan, agent } as const;
+export const SCHEMAS = { common, machine, template, assignment, workflow, hardware, machineRecord, plan, agent, api } as const;
 export type SchemaName = Exclude<keyof typeof SCHEMAS, 'common'>;
 
 export type SchemaError = ErrorObject;
@@ -25,18 +26,30 @@ const addFormats = ((addFormatsModule as unknown as { default?: unknown }).defau
 let ajv: Ajv2020 | undefined;
 const compiled = new Map<SchemaName, ValidateFunction>();
 
-function instance(): Ajv2020 {
-  if (ajv) return ajv;
-  ajv = new Ajv2020({ allErrors: true, verbose: true, strict: true, strictRequired: false, strictTypes: false, allowUnionTypes: true });
+/**
+ * A new Ajv holding every schema in this folder and our formats. `coerceTypes` is for text (URL paths, query
+ * strings, headers), where "5" means 5; never for JSON documents.
+ */
+export function createAjv(options: { coerceTypes?: boolean } = {}): Ajv2020 {
+  const ajv = new Ajv2020({ allErrors: true, verbose: true, strict: true, strictRequired: false, strictTypes: false, allowUnionTypes: true, ...options });
   addFormats(ajv);
   for (const [name, f] of Object.entries(FORMATS)) ajv.addFormat(name, { type: 'string', validate: f.validate });
   for (const s of Object.values(SCHEMAS)) ajv.addSchema(s as object);
   return ajv;
 }
 
+function instance(): Ajv2020 {
+  return (ajv ??= createAjv());
+}
+
+/** The $id of a definition inside a schema, e.g. ('agent', 'RegisterRequest'): what a $ref names. */
+export function definitionId(name: SchemaName, def: string): string {
+  return `${(SCHEMAS[name] as { $id: string }).$id}#/$defs/${def}`;
+}
+
 /** Validate against a definition inside a schema, e.g. ('agent', 'RegisterRequest'). */
 export function validateDefinition(name: SchemaName, def: string, value: unknown): SchemaError[] {
-  const id = `${(SCHEMAS[name] as { $id: string }).$id}#/$defs/${def}`;
+  const id = definitionId(name, def);
   let fn = compiledDefs.get(id);
   if (!fn) {
     fn = instance().getSchema(id);
