@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readFleetDir } from '../reconciler/fleet-dir.js';
+import { readFleetDir } from '../reconciler/sources/fleet-dir.js';
 import { loadFleet } from '../reconciler/load.js';
 import { readObserved } from '../reconciler/observed.js';
 import { planFleet } from '../reconciler/plan.js';

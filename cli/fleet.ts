@@ -2,7 +2,7 @@
 import { DragonflyError } from '../schemas/errors.js';
 import { LmdbStore, stateDirFrom } from '../store/lmdb.js';
 import type { Store } from '../store/store.js';
-import { readFleetDir } from '../reconciler/fleet-dir.js';
+import { readFleetDir } from '../reconciler/sources/fleet-dir.js';
 import { loadFleet } from '../reconciler/load.js';
 import { formatDiagnostic, type Diagnostic } from '../reconciler/diagnostics.js';
 import type { Fleet } from '../reconciler/fleet.js';

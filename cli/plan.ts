@@ -5,7 +5,7 @@ import { branchPlan, diffResources, reviewHasChanges, reviewOfPlan, summarize, t
 import { loadFleet } from '../reconciler/load.js';
 import { planFleet, hasChanges } from '../reconciler/plan.js';
 import { renderBranchMarkdown, renderBranchText, renderPlanMarkdown, renderPlanText } from '../reconciler/render.js';
-import { openRevisions } from './diff.js';
+import { openRevisions } from '../reconciler/sources/revisions.js';
 import { InvalidFleetError, loadFleetOrThrow, readObservedIfAny, requireFleetArg } from './fleet.js';
 import type { Io } from './output.js';
 

@@ -13,8 +13,9 @@ import { combinedSource, directorySource, memorySource } from '../boot/tftp/sour
 import { startProxyDhcp } from '../boot/dhcp/server.js';
 import { LmdbStore, stateDirFrom } from '../store/lmdb.js';
 import { Controller } from '../reconciler/controller.js';
-import { GitSource, gitCacheDir, sanitizeUrl } from '../reconciler/git-source.js';
-import { followDirectory, followGit, type Follower } from '../reconciler/sources.js';
+import { sanitizeUrl } from '../reconciler/sources/credentials.js';
+import { GitSource, gitCacheDir } from '../reconciler/sources/git-source.js';
+import { followDirectory, followGit, type Follower } from '../reconciler/sources/follow.js';
 import { parseDuration } from '../schemas/formats.js';
 import { errorBody } from '../boot/http-errors.js';
 import { ensureMageImage } from '../mage/build/reuse.js';

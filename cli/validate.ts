@@ -1,4 +1,4 @@
-import { readFleetDir } from '../reconciler/fleet-dir.js';
+import { readFleetDir } from '../reconciler/sources/fleet-dir.js';
 import { loadFleet } from '../reconciler/load.js';
 import { formatDiagnostic } from '../reconciler/diagnostics.js';
 import { requireFleetArg } from './fleet.js';

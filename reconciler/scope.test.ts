@@ -11,7 +11,7 @@ import { machineKey } from '../store/keys.js';
 import type { Store } from '../store/store.js';
 import { applyPlan, staleness } from './apply.js';
 import type { Fleet } from './fleet.js';
-import { readFleetDir } from './fleet-dir.js';
+import { readFleetDir } from './sources/fleet-dir.js';
 import { FleetLoader, loadFleet } from './load.js';
 import { ObservedCache } from './observed-cache.js';
 import { disposables } from './test-disposables.js';

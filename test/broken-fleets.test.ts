@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadFleet } from '../reconciler/load.js';
-import { readFleetDir } from '../reconciler/fleet-dir.js';
+import { readFleetDir } from '../reconciler/sources/fleet-dir.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin', 'dragonfly.js');

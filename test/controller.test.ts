@@ -10,7 +10,7 @@ import { claimWorkflow, finishWorkflow } from '../boot/workflow-progress.js';
 import { Controller, type ControllerLog, type FleetRevision } from '../reconciler/controller.js';
 import { readObserved } from '../reconciler/observed.js';
 import { blankHardware, fleetFiles, macOf, ubuntuTemplate } from '../reconciler/test-builders.js';
-import { followDirectory } from '../reconciler/sources.js';
+import { followDirectory } from '../reconciler/sources/follow.js';
 import type { MachineRecord, Workflow } from '../schemas/types.js';
 import { AUDIT, machineKey } from '../store/keys.js';
 import { LmdbStore } from '../store/lmdb.js';

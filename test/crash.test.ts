@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { contentRevision } from '../reconciler/load.js';
-import { readFleetDir } from '../reconciler/fleet-dir.js';
+import { readFleetDir } from '../reconciler/sources/fleet-dir.js';
 import { LmdbStore } from '../store/lmdb.js';
 import { APPLIED, AUDIT, EVENTS, MACHINES, WORKFLOWS } from '../store/keys.js';
 import type { AppliedRevision, AuditEntry } from '../reconciler/apply.js';

@@ -1,7 +1,7 @@
 // Fleets that must load without a single diagnostic: the documentation's own examples.
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readFleetDir } from '../reconciler/fleet-dir.js';
+import { readFleetDir } from '../reconciler/sources/fleet-dir.js';
 import { loadFleet } from '../reconciler/load.js';
 import { ROOT } from './cli-helpers.js';
 

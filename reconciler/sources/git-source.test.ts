@@ -1,12 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRepo, startGitHttp, tempDir, type GitHttpServer, type TestRepo } from '../test/git-http.js';
-import { DragonflyError } from '../schemas/errors.js';
+import { createRepo, startGitHttp, tempDir, type GitHttpServer, type TestRepo } from '../../test/git-http.js';
+import { DragonflyError } from '../../schemas/errors.js';
 import { readFleetDir } from './fleet-dir.js';
-import { GitSource, gitCacheDir, sanitizeUrl, type GitSourceOptions } from './git-source.js';
+import { sanitizeUrl } from './credentials.js';
+import { GitSource, gitCacheDir, type GitSourceOptions } from './git-source.js';
 
-const FLEET_EXAMPLE = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'fleet.example');
+const FLEET_EXAMPLE = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'fleet.example');
 
 const machine = (name: string, mac: string) =>
   `apiVersion: dragonfly.computer/v1\nkind: Machine\nmetadata: {name: ${name}}\nspec: {mac: "${mac}"}\n`;

@@ -1,8 +1,8 @@
 // I/O edge: read every *.yaml / *.yml under a fleet directory.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DragonflyError } from '../schemas/errors.js';
-import type { SourceFile } from './parse.js';
+import { DragonflyError } from '../../schemas/errors.js';
+import type { SourceFile } from '../parse.js';
 
 const SKIP_DIRS = new Set(['.git', 'node_modules']);
 
@@ -31,8 +31,8 @@ export function isRegularGitFile(mode: string): boolean {
   return mode === '100644' || mode === '100755';
 }
 
-/** Every fleet file under `root`, sorted by path; paths are relative to root with '/' separators. */
-export function readFleetDir(root: string): SourceFile[] {
+/** DF_ERR_FLEET_DIR unless `root` is a directory that can be read. */
+export function checkFleetDir(root: string): void {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(root);
@@ -40,6 +40,11 @@ export function readFleetDir(root: string): SourceFile[] {
     throw new DragonflyError('DF_ERR_FLEET_DIR', `cannot read fleet directory ${root}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path: root });
   }
   if (!stat.isDirectory()) throw new DragonflyError('DF_ERR_FLEET_DIR', `${root} is not a directory`, { path: root });
+}
+
+/** Every fleet file under `root`, sorted by path; paths are relative to root with '/' separators. */
+export function readFleetDir(root: string): SourceFile[] {
+  checkFleetDir(root);
   const out: SourceFile[] = [];
   const walk = (dir: string, rel: string) => {
     let entries: fs.Dirent[];

@@ -5,10 +5,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DragonflyError } from '../schemas/errors.js';
+import { DragonflyError } from '../../schemas/errors.js';
 import { watchFleetDir, type FleetDirWatcher, type FleetSnapshot, type WatchFleetDirOptions } from './dir-source.js';
 import { readFleetDir } from './fleet-dir.js';
-import { contentRevision } from './load.js';
+import { contentRevision } from '../load.js';
 
 const QUIET_MS = 400;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

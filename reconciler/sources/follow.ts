@@ -1,10 +1,10 @@
 // Where fleet revisions come from, as the controller consumes them: a git branch followed by polling and
 // webhooks, or a directory watched for saves. Both hand over whole revisions (every file, with its
 // revision id); the controller decides what to do with them.
-import type { FleetRevision } from './controller.js';
+import type { FleetRevision } from '../controller.js';
+import type { SourceFile } from '../parse.js';
 import { watchFleetDir, type FleetSnapshot } from './dir-source.js';
 import type { GitSource } from './git-source.js';
-import type { SourceFile } from './parse.js';
 
 export interface Follower {
   /** Fetch now (a webhook said a push happened); coalesced with a fetch already running. */

@@ -31,10 +31,10 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
-import { DragonflyError } from '../schemas/errors.js';
+import { DragonflyError } from '../../schemas/errors.js';
+import { contentRevision } from '../load.js';
+import type { SourceFile } from '../parse.js';
 import { isFleetFile, isFleetPath, isSkippedName } from './fleet-dir.js';
-import { contentRevision } from './load.js';
-import type { SourceFile } from './parse.js';
 
 /** The fleet directory at one moment, as the loop sees it. */
 export interface FleetSnapshot {
