@@ -10,6 +10,7 @@ import type { DiscoveryGate } from './discovery-gate.js';
 import type { BootMetrics } from './metrics.js';
 import { recordSeen } from './observe.js';
 import { SeenBatch } from './seen-batch.js';
+import { BootAnswers, type BootEntry } from './boot-answers.js';
 import type { BootServerDeps } from './deps.js';
 import { errorBody } from './http-errors.js';
 import { workflowToken } from './tokens.js';
@@ -26,6 +27,9 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
   const entry = entryScript(deps.serverUrl);
   const seen = new SeenBatch(deps.store, 1000, storeErrors);
   app.addHook('onClose', async () => seen.close());
+  const answers = new BootAnswers(deps.store);
+  app.addHook('onReady', async () => answers.start());
+  app.addHook('preClose', async () => answers.close());
 
   const sendEntry = async (_req: unknown, reply: import('fastify').FastifyReply) => reply.type('text/plain; charset=utf-8').send(entry);
   app.get('/boot.ipxe', sendEntry);
@@ -41,12 +45,25 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
     const q = req.query ?? {};
     const platform = q.platform && PLATFORM.test(q.platform) ? q.platform : undefined;
 
-    const lookup = (snap: Snapshot) => {
-      const rec = snap.get<MachineRecord>(machineKey(mac))?.value;
-      const wf = rec?.workflow ? snap.get<Workflow>(workflowKey(rec.workflow))?.value : undefined;
-      return { rec, wf };
-    };
-    const { rec, wf } = deps.store.readSync ? deps.store.readSync(lookup) : await deps.store.read(lookup);
+    // A known machine's records come from memory while the store has not changed them (boot-answers.ts).
+    let held: BootEntry | undefined = answers.get(mac);
+    let rec = held?.rec;
+    let wf = held?.wf;
+    if (!held) {
+      const lookup = (snap: Snapshot) => {
+        const r = snap.get<MachineRecord>(machineKey(mac))?.value;
+        return { r, w: r?.workflow ? snap.get<Workflow>(workflowKey(r.workflow))?.value : undefined };
+      };
+      // Only what was read synchronously is remembered: an await could let a change slip in before it is.
+      if (deps.store.readSync) {
+        const { r, w } = deps.store.readSync(lookup);
+        if (r) held = answers.set(mac, r, w);
+        rec = r;
+        wf = w;
+      } else {
+        ({ r: rec, w: wf } = await deps.store.read(lookup));
+      }
+    }
 
     // Record the sighting. An unknown MAC becomes Discovered at once (within a per-source budget);
     // a known one's seen-time joins the next batch, at most every 30 s per machine.
@@ -74,16 +91,18 @@ export const bootRoutes: FastifyPluginAsync<{ deps: BootServerDeps; metrics: Boo
 
     const fate = bootFateFor(rec, wf);
     metrics.bootScript(fate.kind);
-    const script = bootScriptFor(fate, {
-      serverUrl: deps.serverUrl,
-      mac,
-      ...(rec ? { name: rec.name ?? rec.memorableName } : {}),
-      ...(platform ? { platform } : {}),
-      // The token opens a workflow only until a Mage claims it; after the claim the script carries none, so
-      // naming the MAC gets an attacker nothing (docs/security.md).
-      ...(fate.kind === 'imaging' && wf?.state === 'pending' && !wf.claim ? { token: workflowToken(deps.secret, fate.workflow) } : {}),
-      ...(deps.kernelArgs ? { kernelArgs: deps.kernelArgs } : {}),
-    });
+    const render = () =>
+      bootScriptFor(fate, {
+        serverUrl: deps.serverUrl,
+        mac,
+        ...(rec ? { name: rec.name ?? rec.memorableName } : {}),
+        ...(platform ? { platform } : {}),
+        // The token opens a workflow only until a Mage claims it; after the claim the script carries none, so
+        // naming the MAC gets an attacker nothing (docs/security.md).
+        ...(fate.kind === 'imaging' && wf?.state === 'pending' && !wf.claim ? { token: workflowToken(deps.secret, fate.workflow) } : {}),
+        ...(deps.kernelArgs ? { kernelArgs: deps.kernelArgs } : {}),
+      });
+    const script = held ? answers.script(held, platform ?? '', render) : render();
     return reply.type('text/plain; charset=utf-8').header('cache-control', 'no-store').send(script);
   });
 };
