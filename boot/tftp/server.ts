@@ -1,7 +1,8 @@
 // Dragonfly's read-only TFTP server (RFC 1350, with RFC 2347/2348/2349 options and RFC 7440 windows).
 // The well-known port only takes requests; each accepted read runs on its own ephemeral socket.
 import dgram, { type RemoteInfo, type Socket } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import dns from 'node:dns';
+import { isIP, isIPv6 } from 'node:net';
 import { DEFAULT_MAX_BLKSIZE, DEFAULT_MAX_WINDOWSIZE, MAX_BLKSIZE, MAX_WINDOWSIZE, MIN_BLKSIZE, negotiateOptions } from './options.js';
 import { decodePacket, encodeError, OPCODE, TFTP_ERROR, type TftpRequest } from './packet.js';
 import { TftpAccessError, type TftpFile, type TftpSource } from './source.js';
@@ -96,7 +97,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   let closing = false;
 
   // A burst of PXE clients sends its requests at once: a larger receive buffer keeps them from being dropped.
-  const main = dgram.createSocket({ type, recvBufferSize: 1 << 20 });
+  const main = dgram.createSocket({ type, recvBufferSize: 1 << 20, lookup: literalLookup });
   main.on('error', (err) => log?.error({ err: err.message }, 'tftp: socket error on the request port'));
   main.on('message', (msg, rinfo) => {
     try {
@@ -216,7 +217,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
 
     const { params, oack } = negotiateOptions(request.options, file.size, limits);
     // RFC 1350 §4: a fresh port per transfer is the server's transfer ID.
-    const socket = dgram.createSocket(type);
+    const socket = dgram.createSocket({ type, lookup: literalLookup });
     try {
       await bindSocket(socket, 0, host);
     } catch (err) {
@@ -270,6 +271,17 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       await Promise.all(running);
     },
   };
+}
+
+/**
+ * Every address a TFTP socket sends to came from a received datagram: an IP literal. dgram would still look
+ * it up before each send and send on the next tick; this answers at once (a round trip per block matters).
+ * A name (only ever the address to bind) is looked up as dgram would.
+ */
+function literalLookup(address: string, opts: dns.LookupOneOptions, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const family = isIP(address);
+  if (family !== 0) return callback(null, address, family);
+  dns.lookup(address, opts, callback); // a host name given to bind: looked up as dgram would
 }
 
 function bindSocket(socket: Socket, port: number, address: string): Promise<void> {

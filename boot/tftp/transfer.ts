@@ -64,6 +64,8 @@ export class Transfer {
   private readonly rto: RetransmitTimer;
   private fullTimeouts = 0;
   private timer: NodeJS.Timeout | undefined;
+  private timerAt = 0;
+  private deadline = Number.POSITIVE_INFINITY;
   /** The last (re)send: its last block, when it left, and whether it held only new blocks (for RTT samples). */
   private pass = { end: 0, sentAt: 0, fresh: false };
   /** File bytes from `start`; never written after the read, so slices may still sit in dgram's send queue. */
@@ -206,14 +208,31 @@ export class Transfer {
     return bytes.subarray(0, end - start);
   }
 
+  // One timer per transfer that moves only when it would fire too late: re-arming a timer for every block
+  // was a timer-list insert and removal per ACK. `deadline` is when the wait for an ACK runs out.
   private arm(): void {
-    this.disarm();
-    this.timer = setTimeout(() => this.onTimeout(), this.rto.current());
+    const wait = this.rto.current();
+    this.deadline = performance.now() + wait;
+    if (this.timer && this.timerAt <= this.deadline) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.onTimer(), wait);
+    this.timerAt = this.deadline;
   }
 
   private disarm(): void {
-    if (this.timer) clearTimeout(this.timer);
+    this.deadline = Number.POSITIVE_INFINITY;
+  }
+
+  private onTimer(): void {
     this.timer = undefined;
+    if (this.deadline === Number.POSITIVE_INFINITY) return;
+    const left = this.deadline - performance.now();
+    if (left >= 1) {
+      this.timer = setTimeout(() => this.onTimer(), left);
+      this.timerAt = this.deadline;
+      return;
+    }
+    this.onTimeout();
   }
 
   private onTimeout(): void {
@@ -244,6 +263,8 @@ export class Transfer {
     this.phase = 'ended';
     this.epoch++;
     this.disarm();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
     const { socket, peer, file } = this.cfg;
     const socketClosed = new Promise<void>((resolve) => {
       socket.once('close', resolve);
