@@ -2,8 +2,11 @@
 // --log-format json, they are JSON lines for machines. The CLI's own log lines (timings, what was written)
 // go to stderr, quiet by default: DRAGONFLY_LOG_LEVEL=info (or debug) shows them.
 import { pino, type Logger } from 'pino';
-import { PinoPretty } from 'pino-pretty';
+import { createRequire } from 'node:module';
 import { DragonflyError } from '../schemas/errors.js';
+
+// pino-pretty is loaded only when a terminal will read the lines: most commands start piped, and cold.
+const require = createRequire(import.meta.url);
 
 export type LogFormat = 'auto' | 'json' | 'pretty';
 
@@ -19,6 +22,7 @@ export function createLogger(opts: { level: string; fd: 1 | 2; format?: LogForma
   const pretty = opts.format === 'pretty' || ((opts.format ?? 'auto') === 'auto' && stream.isTTY === true);
   const base = { name: opts.name ?? 'dragonfly', level: opts.level };
   if (!pretty) return pino(base, pino.destination(opts.fd));
+  const { PinoPretty } = require('pino-pretty') as typeof import('pino-pretty');
   return pino(
     base,
     PinoPretty({

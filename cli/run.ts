@@ -1,20 +1,7 @@
 // `dragonfly`: the composition root. Parses arguments, wires real parts together, maps errors to exit codes.
 import { parseArgs } from 'node:util';
 import { DragonflyError } from '../schemas/errors.js';
-import { applyCommand, applyHelp } from './apply.js';
-import { diffCommand, diffHelp } from './diff.js';
-import { historyCommand, historyHelp } from './history.js';
-import { machinesCommand, machinesHelp } from './machines.js';
-import { machineDetailCommand } from './machine-detail.js';
-import { nameCommand, nameHelp } from './name.js';
 import { reportError, type Io } from './output.js';
-import { planCommand, planHelp } from './plan.js';
-import { schemasCommand, schemasHelp } from './schemas.js';
-import { serveCommand, serveHelp } from './serve.js';
-import { statusCommand, statusHelp, suspendCommand, suspendHelp } from './status.js';
-import { mageBuildCommand, mageCommand, mageHelp, mageRunCommand } from './mage.js';
-import { watchCommand, watchHelp } from './watch.js';
-import { validateCommand, validateHelp } from './validate.js';
 
 const mainHelp = `Usage: dragonfly COMMAND [options]
 
@@ -40,21 +27,23 @@ Commands:
 Run \`dragonfly COMMAND --help\` for a command's options.
 `;
 
-const HELP: Record<string, string> = {
-  validate: validateHelp,
-  plan: planHelp,
-  diff: diffHelp,
-  apply: applyHelp,
-  machines: machinesHelp,
-  history: historyHelp,
-  name: nameHelp,
-  schemas: schemasHelp,
-  serve: serveHelp,
-  status: statusHelp,
-  suspend: suspendHelp,
-  resume: suspendHelp,
-  watch: watchHelp,
-  mage: mageHelp,
+// Each command's module is imported when that command runs: `plan` need not load fastify, lmdb's server
+// side or isomorphic-git, and a cold start is most of a small command's time.
+const HELP: Record<string, () => Promise<string>> = {
+  validate: async () => (await import('./validate.js')).validateHelp,
+  plan: async () => (await import('./plan.js')).planHelp,
+  diff: async () => (await import('./diff.js')).diffHelp,
+  apply: async () => (await import('./apply.js')).applyHelp,
+  machines: async () => (await import('./machines.js')).machinesHelp,
+  history: async () => (await import('./history.js')).historyHelp,
+  name: async () => (await import('./name.js')).nameHelp,
+  schemas: async () => (await import('./schemas.js')).schemasHelp,
+  serve: async () => (await import('./serve.js')).serveHelp,
+  status: async () => (await import('./status.js')).statusHelp,
+  suspend: async () => (await import('./status.js')).suspendHelp,
+  resume: async () => (await import('./status.js')).suspendHelp,
+  watch: async () => (await import('./watch.js')).watchHelp,
+  mage: async () => (await import('./mage.js')).mageHelp,
 };
 
 const OPTIONS = {
@@ -149,7 +138,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   }
   const { values: v, positionals } = parsed;
   if (v.help) {
-    io.out(help);
+    io.out(await help());
     return 0;
   }
   const unexpected = Object.keys(v).filter((k) => k !== 'no-color' && !ACCEPTS[command]!.includes(k as keyof typeof OPTIONS));
@@ -164,9 +153,9 @@ export async function run(argv: string[], io: Io): Promise<number> {
   try {
     switch (command) {
       case 'validate':
-        return await validateCommand({ fleet: v.fleet, json }, io);
+        return await (await import('./validate.js')).validateCommand({ fleet: v.fleet, json }, io);
       case 'plan':
-        return await planCommand(
+        return await (await import('./plan.js')).planCommand(
           {
             fleet: v.fleet,
             state: v.state,
@@ -183,20 +172,20 @@ export async function run(argv: string[], io: Io): Promise<number> {
           io,
         );
       case 'diff':
-        return await diffCommand({ refs: positionals, fleet: v.fleet, repo: v.repo, path: v.path, state: v.state, json, credentialsFile: v['git-credentials-file'] }, io);
+        return await (await import('./diff.js')).diffCommand({ refs: positionals, fleet: v.fleet, repo: v.repo, path: v.path, state: v.state, json, credentialsFile: v['git-credentials-file'] }, io);
       case 'apply':
-        return await applyCommand({ planFile: positionals[0], fleet: v.fleet, state: v.state, autoApprove: v['auto-approve'] }, io);
+        return await (await import('./apply.js')).applyCommand({ planFile: positionals[0], fleet: v.fleet, state: v.state, autoApprove: v['auto-approve'] }, io);
       case 'machines':
-        if (positionals[0] !== undefined) return await machineDetailCommand({ state: v.state, json, query: positionals[0] }, io);
-        return await machinesCommand({ state: v.state, json }, io);
+        if (positionals[0] !== undefined) return await (await import('./machine-detail.js')).machineDetailCommand({ state: v.state, json, query: positionals[0] }, io);
+        return await (await import('./machines.js')).machinesCommand({ state: v.state, json }, io);
       case 'history':
-        return await historyCommand({ state: v.state, json, limit: v.limit }, io);
+        return await (await import('./history.js')).historyCommand({ state: v.state, json, limit: v.limit }, io);
       case 'name':
-        return await nameCommand(positionals[0], io);
+        return await (await import('./name.js')).nameCommand(positionals[0], io);
       case 'schemas':
-        return await schemasCommand({ crd: v.crd, name: positionals[0] }, io);
+        return await (await import('./schemas.js')).schemasCommand({ crd: v.crd, name: positionals[0] }, io);
       case 'serve':
-        return await serveCommand(
+        return await (await import('./serve.js')).serveCommand(
           {
             fleet: v.fleet,
             repo: v.repo,
@@ -229,17 +218,17 @@ export async function run(argv: string[], io: Io): Promise<number> {
           io,
         );
       case 'status':
-        return await statusCommand({ state: v.state, json }, io);
+        return await (await import('./status.js')).statusCommand({ state: v.state, json }, io);
       case 'suspend':
       case 'resume':
-        return await suspendCommand({ state: v.state, reason: v.reason, resume: command === 'resume' }, io);
+        return await (await import('./status.js')).suspendCommand({ state: v.state, reason: v.reason, resume: command === 'resume' }, io);
       case 'watch':
-        return await watchCommand({ server: v.server, since: v.since, json, tokenFile: v['token-file'] }, io);
+        return await (await import('./watch.js')).watchCommand({ server: v.server, since: v.since, json, tokenFile: v['token-file'] }, io);
       case 'mage':
-        if (positionals[0] === 'build') return await mageBuildCommand({ out: v.out, kernelPackage: v['kernel-package'], node: v.node }, io);
-        if (positionals[0] === 'run') return await mageRunCommand({ template: v.template, disk: v.disk, set: v.set ?? [], kexec: v.kexec }, io);
+        if (positionals[0] === 'build') return await (await import('./mage.js')).mageBuildCommand({ out: v.out, kernelPackage: v['kernel-package'], node: v.node }, io);
+        if (positionals[0] === 'run') return await (await import('./mage.js')).mageRunCommand({ template: v.template, disk: v.disk, set: v.set ?? [], kexec: v.kexec }, io);
         if (positionals[0] !== undefined) return reportError(io, new DragonflyError('DF_ERR_USAGE', `unknown mage subcommand "${positionals[0]}"`, {}, 'dragonfly mage run --help'));
-        return await mageCommand({ server: v.server, mac: v.mac, root: v.root, disk: v.disk, noReboot: v['no-reboot'] }, io);
+        return await (await import('./mage.js')).mageCommand({ server: v.server, mac: v.mac, root: v.root, disk: v.disk, noReboot: v['no-reboot'] }, io);
     }
     return 1;
   } catch (e) {

@@ -1,8 +1,15 @@
 // YAML → documents that remember where every node came from. Pure: takes file texts, returns data.
 import { CORE_SCHEMA, loadAll } from 'js-yaml';
-import { Document, LineCounter, parseAllDocuments, isMap, isPair, isScalar, isSeq, type Node, type YAMLError } from 'yaml';
+import { createRequire } from 'node:module';
+import type { Document, LineCounter, Node, YAMLError } from 'yaml';
 import { diagnostic, type Diagnostic, type Position } from './diagnostics.js';
 import type { ErrorCode } from '../schemas/errors.js';
+
+// The reference parser (`yaml`, the one with positions) is loaded when a position is wanted — a file with an
+// error — not on every cold start of a valid fleet (the fast path is js-yaml).
+const require = createRequire(import.meta.url);
+let yamlLib: typeof import('yaml') | undefined;
+const yaml = (): typeof import('yaml') => (yamlLib ??= require('yaml') as typeof import('yaml'));
 
 export interface SourceFile {
   /** Path relative to the fleet root, with '/' separators. */
@@ -95,8 +102,8 @@ function nodeAt(doc: Document, path: readonly (string | number)[]): { node: Node
   let depth = 0;
   for (const key of path) {
     let next: unknown;
-    if (isMap(node)) next = node.items.find((p) => isPair(p) && isScalar(p.key) && p.key.value === key)?.value;
-    else if (isSeq(node) && typeof key === 'number') next = node.items[key];
+    if (yaml().isMap(node)) next = node.items.find((p) => yaml().isPair(p) && yaml().isScalar(p.key) && p.key.value === key)?.value;
+    else if (yaml().isSeq(node) && typeof key === 'number') next = node.items[key];
     if (next === undefined || next === null) break;
     node = next;
     depth++;
@@ -124,8 +131,8 @@ function locator(file: SourceFile, doc: Document, lc: LineCounter): Locator {
     },
     keyAt(path, key) {
       const { node, depth } = nodeAt(doc, path);
-      if (depth === path.length && isMap(node)) {
-        const pair = node.items.find((p) => isScalar(p.key) && p.key.value === key);
+      if (depth === path.length && yaml().isMap(node)) {
+        const pair = node.items.find((p) => yaml().isScalar(p.key) && p.key.value === key);
         const k = pair?.key as Node | undefined;
         if (k?.range) return position(k.range[0]);
       }
@@ -143,7 +150,7 @@ function locator(file: SourceFile, doc: Document, lc: LineCounter): Locator {
 /** A document with nothing in it: a file of comments, or what follows a trailing `---`. */
 function isEmptyDocument(doc: Document): boolean {
   const c = doc.contents;
-  return c === null || (isScalar(c) && c.value === null && (c.source === '' || c.source === undefined));
+  return c === null || (yaml().isScalar(c) && c.value === null && (c.source === '' || c.source === undefined));
 }
 
 // `${disk}` is written bare in flow mappings (`image2disk: {disk: ${disk}}`), where YAML would read its
@@ -173,8 +180,8 @@ function unmask<T>(value: T): T {
 }
 
 function parseWithPositions(file: SourceFile): { docs: Document[]; lc: LineCounter } {
-  const lc = new LineCounter();
-  const all = parseAllDocuments(maskVariables(file.text), { lineCounter: lc, uniqueKeys: true, prettyErrors: true });
+  const lc = new (yaml().LineCounter)();
+  const all = yaml().parseAllDocuments(maskVariables(file.text), { lineCounter: lc, uniqueKeys: true, prettyErrors: true });
   return { docs: Array.isArray(all) ? all : [all], lc };
 }
 
@@ -222,7 +229,7 @@ export function parseFile(file: SourceFile): { docs: ParsedDoc[]; diagnostics: D
     if (!l) {
       lazy ??= parseWithPositions(file);
       const doc = lazy.docs.filter((d) => !isEmptyDocument(d))[i];
-      l = doc ? locator(file, doc, lazy.lc) : locator(file, new Document(null), lazy.lc);
+      l = doc ? locator(file, doc, lazy.lc) : locator(file, new (yaml().Document)(null), lazy.lc);
       located.set(i, l);
     }
     return l;
