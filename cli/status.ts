@@ -2,14 +2,15 @@
 // `dragonfly suspend` / `resume`, which pause and restart applying — also from another process.
 import { isActiveWorkflow } from '../schemas/lifecycle.js';
 import type { MachineRecord, Workflow } from '../schemas/types.js';
-import type { ControllerStatus } from '../reconciler/controller.js';
+import type { ConditionCode, ControllerStatus } from '../reconciler/controller.js';
 import { CONTROLLER_STATUS, CONTROLLER_SUSPENDED, MACHINES, WORKFLOWS } from '../store/keys.js';
 import { openStore, readExistingStore } from './fleet.js';
 import type { Io } from './output.js';
 
 export const statusHelp = `Usage: dragonfly status [--state DIR] [--json]
 
-What \`dragonfly serve --fleet/--repo\` last did: the revision applied (commit SHA or content hash), the
+What \`dragonfly serve --fleet/--repo\` last did: the controller's condition (a code such as Applied,
+RevisionInvalid or Suspended: docs/status.md), the revision applied (commit SHA or content hash), the
 newest revision seen and whether it failed validation (with file:line:col), changes that wait (manual
 mode, suspended), running and failed workflows, and drift (hardware that disagrees with git, machines
 seen on the network but not in git). Exit code 0; 1 when the newest revision is invalid or the last
@@ -60,10 +61,14 @@ export async function statusReport(state: string | undefined): Promise<StatusRep
   );
 }
 
+/** The conditions `dragonfly status` exits 1 on. */
+const FAILING: ReadonlySet<ConditionCode> = new Set(['RevisionInvalid', 'RevisionUnreadable', 'ApplyFailed']);
+
 export async function statusCommand(opts: { state?: string; json?: boolean }, io: Io): Promise<number> {
   const r = await statusReport(opts.state);
   const c = r.controller;
-  const bad = c !== null && ((c.seen !== undefined && !c.seen.valid) || c.error !== undefined);
+  // A status written before conditions existed has none: judge it by what it recorded.
+  const bad = c !== null && (c.condition ? FAILING.has(c.condition.code) : (c.seen !== undefined && !c.seen.valid) || c.error !== undefined);
   if (opts.json) {
     io.out(JSON.stringify(r, null, 2) + '\n');
     return bad ? 1 : 0;
@@ -72,6 +77,7 @@ export async function statusCommand(opts: { state?: string; json?: boolean }, io
   if (!c) lines.push('No controller has run on this state (start `dragonfly serve --fleet DIR` or `--repo URL`).');
   else {
     lines.push(`Source:    ${c.source} (${c.mode}${r.suspended ? ', SUSPENDED' : ''})`);
+    if (c.condition) lines.push(`Condition: ${c.condition.code} since ${c.condition.since}${c.condition.errorCodes ? ` (${c.condition.errorCodes.join(', ')})` : ''}`);
     lines.push(`Applied:   ${c.applied ? `${c.applied.revision}  at ${c.applied.at}${c.applied.author ? `  by ${c.applied.author}` : ''}${c.applied.summary ? `\n           ${c.applied.summary}` : ''}` : 'nothing yet'}`);
     if (c.seen) {
       const same = c.applied?.revision === c.seen.revision;

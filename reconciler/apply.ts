@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { DragonflyError } from '../schemas/errors.js';
 import { memorableName, memorableNameWithSuffix } from '../schemas/memorable-name.js';
-import type { MachineRecord, Plan, Workflow } from '../schemas/types.js';
+import type { ChangeCode, MachineRecord, Plan, Workflow } from '../schemas/types.js';
 import type { Snapshot, Store, Txn, Versioned } from '../store/store.js';
 import { APPLIED, AUDIT, EVENTS, logKeys, machineKey, workflowKey } from '../store/keys.js';
 import { normalizeMac } from '../schemas/mac.js';
@@ -165,7 +165,7 @@ export function planTransaction(plan: Plan, observed: Observed, ctx: ApplyContex
   const touched = new Set<string>();
   const workflows = new Map<string, Workflow>();
   const cancelled = new Map<string, Versioned<Workflow>>();
-  const events: { type: string; mac: string; machine: string; message: string }[] = [];
+  const events: { type: string; mac: string; machine: string; code: ChangeCode; message: string }[] = [];
 
   for (const c of plan.changes) {
     const mac = c.machine.mac;
@@ -225,7 +225,7 @@ export function planTransaction(plan: Plan, observed: Observed, ctx: ApplyContex
     cancelOrphanedWorkflow(rec, observed, now, cancelled);
     records.set(mac, rec);
     touched.add(mac);
-    events.push({ type: `machine.${c.action}`, mac, machine: rec.name ?? rec.memorableName, message: c.reason });
+    events.push({ type: `machine.${c.action}`, mac, machine: rec.name ?? rec.memorableName, code: c.code, message: c.reason });
   }
 
   const storeRevision = observed.revision;

@@ -14,8 +14,8 @@
 // kept in memory from store notifications (ObservedCache), and a round plans only the machines the new
 // revision or the store changes can affect (affectedMachines; reconciler/scope.test.ts checks that this
 // equals the full plan). After a start, an invalid revision, or in manual/suspended mode, it plans all.
-import { DragonflyError } from '../schemas/errors.js';
-import type { Note, Plan } from '../schemas/types.js';
+import { DragonflyError, type ErrorCode } from '../schemas/errors.js';
+import type { Note, NoteCode, Plan } from '../schemas/types.js';
 import type { Store } from '../store/store.js';
 import { APPLIED, AUDIT, CONTROLLER_STATUS, CONTROLLER_SUSPENDED, logKeys } from '../store/keys.js';
 import { applyPlan } from './apply.js';
@@ -41,12 +41,33 @@ export interface FleetRevision {
   subject?: string;
 }
 
+/**
+ * Where the controller stands, for a console or a bot to switch on (docs/status.md describes each):
+ * Starting (no revision read yet), Applied (the newest revision is valid and in effect), PlanPending
+ * (manual: changes wait for `dragonfly apply`), Suspended (`dragonfly suspend`: plans, applies nothing),
+ * RevisionInvalid (the newest revision fails validation), RevisionUnreadable (the source could not read
+ * all of it), ApplyFailed (the last apply failed), ApplyRetrying (an apply lost a race; re-planning).
+ */
+export const CONDITION_CODES = ['Starting', 'Applied', 'PlanPending', 'Suspended', 'RevisionInvalid', 'RevisionUnreadable', 'ApplyFailed', 'ApplyRetrying'] as const;
+export type ConditionCode = (typeof CONDITION_CODES)[number];
+
+export interface ControllerCondition {
+  code: ConditionCode;
+  /** For people; switch on `code`. */
+  message: string;
+  /** When the controller entered this condition (the code last changed). */
+  since: string;
+  /** The DF_* codes of the errors behind RevisionInvalid, RevisionUnreadable and ApplyFailed (docs/errors.md). */
+  errorCodes?: ErrorCode[];
+}
+
 /** What `dragonfly status` shows; written to the store at the end of every round. */
 export interface ControllerStatus {
   source: string;
   mode: 'auto' | 'manual';
   suspended: boolean;
   updatedAt: string;
+  condition: ControllerCondition;
   /** The newest revision seen, valid or not. */
   seen?: { revision: string; at: string; valid: boolean; author?: string; subject?: string; errors: string[] };
   /** The last revision applied by this controller (or found applied when it started). */
@@ -54,7 +75,7 @@ export interface ControllerStatus {
   /** Changes that wait: in manual mode or while suspended, what an apply would do. */
   pending: { summary: string; lines: string[] };
   /** Plan notes worth a human's eye: drift, machines seen but not in git, deferred/blocked/failed. */
-  notes: { kind: string; machine: string; message: string }[];
+  notes: { kind: string; code: NoteCode; machine: string; message: string }[];
   /** Why the last round failed, if it did (not a validation error: those are in `seen`). */
   error?: string;
   rounds: number;
@@ -141,6 +162,7 @@ export class Controller {
       suspended,
       updatedAt: now,
       ...(applied ? { applied: { ...(previous?.applied ?? {}), revision: applied.revision, at: applied.at, planHash: applied.planHash } } : {}),
+      condition: { code: 'Starting', message: 'waiting for the first fleet revision', since: now },
       pending: { summary: '', lines: [] },
       notes: [],
       rounds: 0,
@@ -233,6 +255,9 @@ export class Controller {
       const errors = [...(rev.errors ?? []).map((e) => `${e.code}: ${e.message}`), ...diagnostics.map(formatDiagnostic)];
       status.seen = { revision: rev.revision, at, valid: errors.length === 0, ...(rev.author ? { author: rev.author } : {}), ...(rev.subject ? { subject: rev.subject } : {}), errors: errors.slice(0, MAX_ERRORS) };
       if (errors.length > 0 || !loaded?.fleet) {
+        status.condition = rev.errors?.length
+          ? condition(status, 'RevisionUnreadable', `revision ${rev.revision} could not be read whole: nothing is applied until a revision is read and valid`, rev.errors.map((e) => e.code))
+          : condition(status, 'RevisionInvalid', `revision ${rev.revision} is invalid (${errors.length} error${errors.length === 1 ? '' : 's'}): nothing is applied until a valid revision arrives`, diagnostics.map((d) => d.code));
         log.warn({ revision: rev.revision, errors: errors.length, first: errors.slice(0, 5) }, 'fleet revision is invalid: nothing is applied until a valid revision arrives');
         if (this.status.seen?.revision !== rev.revision) await this.recordRejected(rev, errors);
         this.fleet = undefined;
@@ -262,7 +287,7 @@ export class Controller {
       .flat()
       .filter((n) => n.kind !== 'in-progress' && n.kind !== 'waiting-discovery')
       .slice(0, MAX_NOTES)
-      .map((n) => ({ kind: n.kind, machine: n.machine?.name ?? n.machine?.mac ?? '', message: n.message }));
+      .map((n) => ({ kind: n.kind, code: n.code, machine: n.machine?.name ?? n.machine?.mac ?? '', message: n.message }));
     const retry = () => {
       for (const m of macs) this.pendingMacs.add(m);
       for (const a of rollouts) this.pendingRollouts.add(a);
@@ -271,6 +296,12 @@ export class Controller {
     // 3. Manual or suspended: report what an apply would do, and stop there.
     if (this.opts.manual || suspended) {
       status.pending = hasChanges(plan) ? pendingOf(plan) : { summary: '', lines: [] };
+      const waiting = `${plan.changes.length} change${plan.changes.length === 1 ? '' : 's'}`;
+      status.condition = suspended
+        ? condition(status, 'Suspended', `suspended: revision ${fleet.revision} is planned, not applied (${hasChanges(plan) ? `${waiting} waiting` : 'nothing waiting'}); \`dragonfly resume\` applies again`)
+        : hasChanges(plan)
+          ? condition(status, 'PlanPending', `manual mode: revision ${fleet.revision} has ${waiting} waiting for \`dragonfly apply\``)
+          : applied(status, fleet.revision);
       if (hasChanges(plan)) log.info({ revision: fleet.revision, plan: summaryLine(plan), why: suspended ? 'suspended' : 'manual' }, 'changes wait for an apply');
       this.planned = undefined; // plan everything once applying resumes
       await this.writeStatus(status);
@@ -279,6 +310,7 @@ export class Controller {
     if (!hasChanges(plan)) {
       this.planned = fleet;
       status.pending = { summary: '', lines: [] };
+      status.condition = applied(status, fleet.revision);
       await this.writeStatus(status);
       return;
     }
@@ -290,13 +322,17 @@ export class Controller {
       this.planned = fleet;
       status.applied = { revision: fleet.revision, at, planHash: plan.hash, summary: summaryLine(plan), ...(this.fleetAuthor ? { author: this.fleetAuthor } : {}) };
       status.pending = { summary: '', lines: [] };
+      status.condition = applied(status, fleet.revision);
       log.info({ revision: fleet.revision, plan: summaryLine(plan), scope: scope === 'all' ? 'all' : scope.size, storeRevision: result.revision, workflows: result.workflows.length }, 'applied');
     } catch (e) {
       retry();
+      const errorCodes = e instanceof DragonflyError ? [e.code] : [];
       if (e instanceof DragonflyError && e.code === 'DF_ERR_PLAN_STALE' && this.staleRetries++ < MAX_STALE_RETRIES) {
         this.again = true;
+        status.condition = condition(status, 'ApplyRetrying', `another writer changed the store while revision ${fleet.revision} was applied: planning again`, errorCodes);
       } else {
         status.error = (e as Error).message;
+        status.condition = condition(status, 'ApplyFailed', `applying revision ${fleet.revision} failed: ${(e as Error).message}`, errorCodes);
         status.pending = pendingOf(plan);
         this.planned = undefined;
         log.error({ err: e, revision: fleet.revision }, 'apply failed');
@@ -335,6 +371,17 @@ export class Controller {
     this.status = status;
     await this.opts.store.commit({ put: [{ key: CONTROLLER_STATUS, value: status }] });
   }
+}
+
+/** The condition `code`, keeping `since` while the code stays the same. */
+function condition(status: ControllerStatus, code: ConditionCode, message: string, errorCodes: ErrorCode[] = []): ControllerCondition {
+  const since = status.condition.code === code ? status.condition.since : status.updatedAt;
+  const codes = [...new Set(errorCodes)];
+  return { code, message, since, ...(codes.length > 0 ? { errorCodes: codes } : {}) };
+}
+
+function applied(status: ControllerStatus, revision: string): ControllerCondition {
+  return condition(status, 'Applied', `revision ${revision} is applied: the store matches it`);
 }
 
 function pendingOf(plan: Plan): ControllerStatus['pending'] {

@@ -5,6 +5,8 @@ import { validateAgainst } from '../schemas/validate.js';
 import type { Change, Note } from '../schemas/types.js';
 import type { Fleet } from './fleet.js';
 import type { Observed } from './observed.js';
+import fs from 'node:fs';
+import { CHANGE_ACTION, CHANGE_CODES, changeReason, NOTE_CODES, NOTE_KIND, noteMessage } from '../schemas/plan-reasons.js';
 import { hasChanges, planFleet, planHash, PLAN_FORMAT_VERSION } from './plan.js';
 import {
   blankHardware,
@@ -12,6 +14,7 @@ import {
   buildObserved,
   discovered,
   disk,
+  everyReasonFixture,
   fleetMachine,
   GB,
   hardware,
@@ -113,13 +116,20 @@ describe('planFleet: registration', () => {
       {
         action: 'register',
         machine: ref(1),
+        code: 'declared-unseen',
         reason: 'declared in git; not seen on the network yet',
         record: { name: 'web-01', spec: { mac: macOf(1) }, labels: { role: 'web', rack: 'r1' }, desired: desired() },
       },
     ]);
     // Assigned but never seen: nothing can be installed yet, and that is a note, not a change.
     expect(p.notes).toEqual([
-      { kind: 'waiting-discovery', machine: ref(1), message: 'ubuntu-24.04@1 waits for discovery: PXE boot the machine so Mage can report its disks' },
+      {
+        kind: 'waiting-discovery',
+        code: 'awaiting-discovery',
+        machine: ref(1),
+        message: 'ubuntu-24.04@1 waits for discovery: PXE boot the machine so Mage can report its disks',
+        facts: { wanted: { template: 'ubuntu-24.04', generation: 1 } },
+      },
     ]);
     expect(p.summary).toEqual({ ...NO_SUMMARY, add: 1 });
     expect(p.fingerprints).toEqual({ [macOf(1)]: 'absent' });
@@ -132,6 +142,7 @@ describe('planFleet: registration', () => {
       {
         action: 'register',
         machine: ref(1),
+        code: 'declared-unseen',
         reason: 'declared in git; not seen on the network yet',
         record: { name: 'web-01', spec: { mac: macOf(1) }, labels: { role: 'spare' }, desired: null },
       },
@@ -146,7 +157,9 @@ describe('planFleet: registration', () => {
     expect(p.changes[0]).toEqual({
       action: 'register',
       machine: ref(1),
+      code: 'declared-after-discovery',
       reason: `seen by pxe at ${SEEN_AT}; now declared in git`,
+      facts: { seen: { source: 'pxe', at: SEEN_AT } },
       record: { name: 'web-01', spec: { mac: macOf(1) }, labels: { role: 'web', rack: 'r1' }, desired: desired() },
     });
     expect(kinds(p.notes)).toEqual([['waiting-discovery', 'web-01']]);
@@ -171,6 +184,7 @@ describe('planFleet: registration', () => {
       {
         action: 'register',
         machine: ref(1),
+        code: 'declared-after-retirement',
         reason: 'declared in git again after being retired',
         record: { name: 'web-01', spec: { mac: macOf(1) }, labels: { role: 'web', rack: 'r1' }, desired: null },
       },
@@ -188,6 +202,7 @@ describe('planFleet: updates', () => {
       {
         action: 'update',
         machine: ref(1),
+        code: 'git-changed',
         reason: 'git changed labels, spec.disk, spec.protected',
         diff: [
           { path: 'labels', before: { role: 'web', rack: 'r1' }, after: { role: 'web', rack: 'r2' } },
@@ -227,6 +242,7 @@ describe('planFleet: updates', () => {
     const p = plan(after, observed);
     expect(p.changes[0]).toMatchObject({
       action: 'update',
+      code: 'git-changed',
       reason: 'git changed assignment',
       diff: [{ path: 'assignment', before: desired(1, 'ubuntu-24.04'), after: desired(1, 'ubuntu-26.04') }],
     });
@@ -251,7 +267,13 @@ describe('planFleet: updates', () => {
     expect(p.changes).toEqual([]);
     expect(hasChanges(p)).toBe(false);
     expect(p.notes).toEqual([
-      { kind: 'waiting-discovery', machine: ref(1), message: 'ubuntu-24.04@1 waits for discovery: PXE boot the machine so Mage can report its disks' },
+      {
+        kind: 'waiting-discovery',
+        code: 'awaiting-discovery',
+        machine: ref(1),
+        message: 'ubuntu-24.04@1 waits for discovery: PXE boot the machine so Mage can report its disks',
+        facts: { wanted: { template: 'ubuntu-24.04', generation: 1 } },
+      },
     ]);
     expect(p.summary).toEqual(NO_SUMMARY);
   });
@@ -264,7 +286,7 @@ describe('planFleet: provisioning', () => {
     const p = plan(fleet, buildObserved({ machines: [registered(fleet, 'web-01', { hardware: hw, modRevision: 3 })] }));
     // The rule of schemas/install-disk.ts: solid-state before rotational, never USB.
     expect(devicePath(chooseInstallDisk(hw)!)).toBe('/dev/nvme0n1');
-    expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/nvme0n1') }]);
+    expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), code: 'first-install', reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/nvme0n1') }]);
     expect(p.changes[0]).not.toHaveProperty('wipes');
     const writefile = p.changes[0]!.workflow!.actions[2]!.params as { content: string };
     expect(writefile.content).toBe('web-01\n');
@@ -305,7 +327,7 @@ describe('planFleet: provisioning', () => {
   it('installs on spec.disk when the Machine names one', () => {
     const fleet = webFleet([web(1, { disk: '/dev/sda' })]);
     const p = plan(fleet, buildObserved({ machines: [registered(fleet, 'web-01', { hardware: blankHardware(macOf(1)), modRevision: 3 })] }));
-    expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/sda') }]);
+    expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), code: 'first-install', reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/sda') }]);
   });
 
   it("carries the install disk's serial and WWN from the report, so Mage can refuse another disk", () => {
@@ -321,10 +343,12 @@ describe('planFleet: provisioning', () => {
     const forged = hardware([disk('sdb', 4000 * GB, { serial: 'DATA-DISK' })], [macOf(1)]);
     const rec = registered(fleet, 'web-01', { hardware: blankHardware(macOf(1)), modRevision: 3 });
     const p = plan(fleet, buildObserved({ machines: [{ ...rec, unverifiedHardware: { hardware: forged, at: SEEN_AT, ip: '10.6.6.6' } }] }));
-    expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/nvme0n1') }]);
+    expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), code: 'first-install', reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/nvme0n1') }]);
     expect(p.notes).toContainEqual({
       kind: 'drift',
+      code: 'unverified-hardware',
       machine: ref(1),
+      facts: { unverified: { disks: 1, ip: '10.6.6.6', at: SEEN_AT } },
       message: `an unverified hardware report (1 disks, from 10.6.6.6 at ${SEEN_AT}) differs from the stored one; plans use the stored one until a Mage that claimed a workflow reports`,
     });
   });
@@ -343,7 +367,7 @@ describe('planFleet: provisioning', () => {
     const p = plan(fleet, buildObserved({ machines: [registered(fleet, 'web-01', { hardware: hw, modRevision: 3 })] }));
     expect(p.changes).toEqual([]);
     expect(p.notes).toEqual([
-      { kind: 'blocked', machine: ref(1), message: 'no install disk: none of the reported disks is fixed, non-USB and large enough; set spec.disk' },
+      { kind: 'blocked', code: 'no-install-disk', machine: ref(1), message: 'no install disk: none of the reported disks is fixed, non-USB and large enough; set spec.disk', facts: { wanted: { template: 'ubuntu-24.04', generation: 1 } } },
     ]);
   });
 
@@ -354,6 +378,7 @@ describe('planFleet: provisioning', () => {
       {
         action: 'reimage',
         machine: ref(1),
+        code: 'first-install-over-data',
         reason: 'first install over a disk that already holds data',
         workflow: intentFor(1, '/dev/nvme0n1', { reimage: true }),
         wipes: ['/dev/nvme0n1: nvme0n1p1 (vfat "EFI")', '/dev/nvme0n1: nvme0n1p2 (ext4 "root")'],
@@ -374,7 +399,7 @@ describe('planFleet: provisioning', () => {
     const fleet = webFleet([web(1)]);
     const hw = hardware([usedDisk('sda', 2000 * GB, { rotational: true }), disk('nvme0n1', 500 * GB)], [macOf(1)]);
     const p = plan(fleet, buildObserved({ machines: [registered(fleet, 'web-01', { hardware: hw, modRevision: 3 })] }));
-    expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/nvme0n1') }]);
+    expect(p.changes).toEqual([{ action: 'provision', machine: ref(1), code: 'first-install', reason: 'first install of ubuntu-24.04@1', workflow: intentFor(1, '/dev/nvme0n1') }]);
   });
 });
 
@@ -403,7 +428,9 @@ describe('planFleet: reimaging needs a generation bump', () => {
       {
         action: 'reimage',
         machine: ref(1),
+        code: 'generation-bumped',
         reason: 'generation 2 > installed 1 (ubuntu-24.04)',
+        facts: { installed: { template: 'ubuntu-24.04', generation: 1 } },
         workflow: intentFor(1, '/dev/nvme0n1', { generation: 2, reimage: true }),
         wipes: ['/dev/nvme0n1: nvme0n1p1 (vfat "EFI")', '/dev/nvme0n1: nvme0n1p2 (ext4 "root")'],
       },
@@ -443,7 +470,9 @@ describe('planFleet: reimaging needs a generation bump', () => {
     expect(p.notes).toEqual([
       {
         kind: 'drift',
+        code: 'installed-template-differs',
         machine: ref(1),
+        facts: { installed: { template: 'debian-12', generation: 1 }, wanted: { template: 'ubuntu-24.04', generation: 1 } },
         message: "installed debian-12@1, git asks ubuntu-24.04@1; bump the assignment's generation above 1 to reimage",
       },
     ]);
@@ -459,7 +488,9 @@ describe('planFleet: safety', () => {
     });
     const p = plan(fleet, observed);
     expect(p.changes).toEqual([]);
-    expect(p.notes).toEqual([{ kind: 'blocked', machine: ref(1), message: 'ubuntu-24.04@2 needs a reimage, but the machine is protected: true' }]);
+    expect(p.notes).toEqual([
+      { kind: 'blocked', code: 'machine-protected', machine: ref(1), message: 'ubuntu-24.04@2 needs a reimage, but the machine is protected: true', facts: { wanted: { template: 'ubuntu-24.04', generation: 2 } } },
+    ]);
   });
 
   it('protected: true blocks a first install over disks that hold data', () => {
@@ -493,7 +524,9 @@ describe('planFleet: safety', () => {
     const observed = buildObserved({ machines: [registered(fleet, 'web-01', { hardware: blankHardware(macOf(1)), modRevision: 5 })] });
     const p = plan(fleet, observed);
     expect(p.changes).toEqual([]);
-    expect(p.notes).toEqual([{ kind: 'blocked', machine: ref(1), message: 'ubuntu-24.04@1 needs a network boot, but the machine has netboot: false' }]);
+    expect(p.notes).toEqual([
+      { kind: 'blocked', code: 'netboot-disabled', machine: ref(1), message: 'ubuntu-24.04@1 needs a network boot, but the machine has netboot: false', facts: { wanted: { template: 'ubuntu-24.04', generation: 1 } } },
+    ]);
   });
 });
 
@@ -507,7 +540,15 @@ describe('planFleet: rollout', () => {
       ['provision', 'web-01'],
       ['provision', 'web-02'],
     ]);
-    expect(p.notes).toEqual([{ kind: 'deferred', machine: ref(3), message: 'ubuntu-24.04@1 deferred: rollout of "web" runs at most 2 at once' }]);
+    expect(p.notes).toEqual([
+      {
+        kind: 'deferred',
+        code: 'max-parallel-reached',
+        machine: ref(3),
+        message: 'ubuntu-24.04@1 deferred: rollout of "web" runs at most 2 at once',
+        facts: { wanted: { template: 'ubuntu-24.04', generation: 1 }, rollout: { assignment: 'web', maxParallel: 2 } },
+      },
+    ]);
     expect(p.summary).toEqual({ ...NO_SUMMARY, add: 2 });
   });
 
@@ -566,8 +607,10 @@ describe('planFleet: rollout', () => {
     expect(p.changes).toEqual([]);
     expect(p.notes[2]).toEqual({
       kind: 'blocked',
+      code: 'max-failures-reached',
       machine: ref(3),
       message: 'rollout of "web" stopped: 2 workflows failed at generation 1 (maxFailures 1)',
+      facts: { wanted: { template: 'ubuntu-24.04', generation: 1 }, rollout: { assignment: 'web', failures: 2, maxFailures: 1 } },
     });
     expect(kinds(p.notes)).toEqual([
       ['failed', 'web-01'],
@@ -616,8 +659,20 @@ describe('planFleet: workflows', () => {
     const p = plan(fleet, observed);
     expect(p.changes).toEqual([]);
     expect(p.notes).toEqual([
-      { kind: 'in-progress', machine: ref(1), message: 'workflow wf-web-01 (ubuntu-24.04@1) is running' },
-      { kind: 'in-progress', machine: ref(2), message: 'workflow wf-web-02 (ubuntu-24.04@1) is pending' },
+      {
+        kind: 'in-progress',
+        code: 'workflow-active',
+        machine: ref(1),
+        message: 'workflow wf-web-01 (ubuntu-24.04@1) is running',
+        facts: { workflow: { id: 'wf-web-01', template: 'ubuntu-24.04', generation: 1, state: 'running' } },
+      },
+      {
+        kind: 'in-progress',
+        code: 'workflow-active',
+        machine: ref(2),
+        message: 'workflow wf-web-02 (ubuntu-24.04@1) is pending',
+        facts: { workflow: { id: 'wf-web-02', template: 'ubuntu-24.04', generation: 1, state: 'pending' } },
+      },
     ]);
   });
 
@@ -630,7 +685,13 @@ describe('planFleet: workflows', () => {
     const p = plan(fleet, observed);
     expect(p.changes).toEqual([]);
     expect(p.notes).toEqual([
-      { kind: 'failed', machine: ref(1), message: "workflow wf-web-01 failed: image2disk: sha256 mismatch; bump the assignment's generation to retry" },
+      {
+        kind: 'failed',
+        code: 'workflow-failed',
+        machine: ref(1),
+        message: "workflow wf-web-01 failed: image2disk: sha256 mismatch; bump the assignment's generation to retry",
+        facts: { workflow: { id: 'wf-web-01', template: 'ubuntu-24.04', generation: 1, state: 'failed', error: 'image2disk: sha256 mismatch' }, wanted: { template: 'ubuntu-24.04', generation: 1 } },
+      },
     ]);
   });
 
@@ -642,7 +703,15 @@ describe('planFleet: workflows', () => {
     });
     const p = plan(fleet, observed);
     expect(p.changes).toEqual([]);
-    expect(p.notes).toEqual([{ kind: 'failed', machine: ref(1), message: "workflow wf-web-01 timed-out; bump the assignment's generation to retry" }]);
+    expect(p.notes).toEqual([
+      {
+        kind: 'failed',
+        code: 'workflow-failed',
+        machine: ref(1),
+        message: "workflow wf-web-01 timed-out; bump the assignment's generation to retry",
+        facts: { workflow: { id: 'wf-web-01', template: 'ubuntu-24.04', generation: 1, state: 'timed-out' }, wanted: { template: 'ubuntu-24.04', generation: 1 } },
+      },
+    ]);
   });
 
   it('after a generation bump a failed machine is provisioned again', () => {
@@ -660,6 +729,7 @@ describe('planFleet: workflows', () => {
     expect(p.changes[1]).toEqual({
       action: 'provision',
       machine: ref(1),
+      code: 'first-install',
       reason: 'first install of ubuntu-24.04@2',
       workflow: intentFor(1, '/dev/nvme0n1', { generation: 2 }),
     });
@@ -689,7 +759,7 @@ describe('planFleet: machines git does not declare', () => {
       ],
     });
     const p = plan(fleet, observed);
-    expect(p.changes).toEqual([{ action: 'retire', machine: ref(2), reason: 'removed from git; its disks are left as they are (never wiped)' }]);
+    expect(p.changes).toEqual([{ action: 'retire', machine: ref(2), code: 'removed-from-git', reason: 'removed from git; its disks are left as they are (never wiped)' }]);
     expect(p.changes[0]).not.toHaveProperty('workflow');
     expect(p.changes[0]).not.toHaveProperty('wipes');
     expect(p.summary).toEqual({ ...NO_SUMMARY, retire: 1 });
@@ -704,7 +774,7 @@ describe('planFleet: machines git does not declare', () => {
     });
     const p = plan(fleet, observed);
     expect(p.changes.filter((c) => c.machine.mac === macOf(2))).toEqual([
-      { action: 'retire', machine: ref(2), reason: 'removed from git; its disks are left as they are (never wiped)' },
+      { action: 'retire', machine: ref(2), code: 'removed-from-git', reason: 'removed from git; its disks are left as they are (never wiped)' },
     ]);
     expect(p.changes.some((c) => c.workflow)).toBe(false);
   });
@@ -726,8 +796,10 @@ describe('planFleet: machines git does not declare', () => {
     expect(p.changes).toEqual([]);
     expect(p.notes).toContainEqual({
       kind: 'unmanaged',
+      code: 'not-in-git',
       machine: { name: 'CensusAbleQualityPatrol', mac: macOf(9), memorableName: 'CensusAbleQualityPatrol' },
       message: `seen by pxe but not in git; add a Machine with mac ${macOf(9)} to manage it`,
+      facts: { seen: { source: 'pxe' } },
     });
   });
 });
@@ -741,9 +813,9 @@ describe('planFleet: power', () => {
 
   it('plans a power change when the observed state is known and differs', () => {
     const p = powered('off');
-    expect(p.changes).toEqual([{ action: 'power', machine: ref(1), reason: 'power is off; git asks on', power: { from: 'off', to: 'on' } }]);
+    expect(p.changes).toEqual([{ action: 'power', machine: ref(1), code: 'power-differs', reason: 'power is off; git asks on', power: { from: 'off', to: 'on' } }]);
     expect(p.summary).toEqual({ ...NO_SUMMARY, change: 1, power: 1 });
-    expect(powered('on', 'off').changes).toEqual([{ action: 'power', machine: ref(1), reason: 'power is on; git asks off', power: { from: 'on', to: 'off' } }]);
+    expect(powered('on', 'off').changes).toEqual([{ action: 'power', machine: ref(1), code: 'power-differs', reason: 'power is on; git asks off', power: { from: 'on', to: 'off' } }]);
   });
 
   it('does not plan the same power change twice while the driver catches up', () => {
@@ -751,7 +823,15 @@ describe('planFleet: power', () => {
     const rec = registered(fleet, 'web-01', { modRevision: 3, observedPower: 'off', powerIntent: { to: 'on', at: SEEN_AT } });
     const p = plan(fleet, buildObserved({ machines: [rec] }));
     expect(p.changes).toEqual([]);
-    expect(p.notes).toEqual([{ kind: 'in-progress', machine: ref(1), message: `power on requested at ${SEEN_AT}; the driver still reports off` }]);
+    expect(p.notes).toEqual([
+      {
+        kind: 'in-progress',
+        code: 'power-requested',
+        machine: ref(1),
+        message: `power on requested at ${SEEN_AT}; the driver still reports off`,
+        facts: { power: { to: 'on', observed: 'off', at: SEEN_AT } },
+      },
+    ]);
   });
 
   it('plans nothing when power is unknown, never observed, or already right', () => {
@@ -768,8 +848,14 @@ describe('planFleet: drift in hardware', () => {
     const p = plan(fleet, observed);
     expect(p.changes).toEqual([]);
     expect(p.notes).toEqual([
-      { kind: 'drift', machine: ref(1), message: 'spec.disk /dev/sdz is not among the disks Mage reported (/dev/sda, /dev/nvme0n1, /dev/sdb)' },
-      { kind: 'drift', machine: ref(1), message: `NIC ${macOf(0x21)} from spec.macs was not in the hardware report` },
+      {
+        kind: 'drift',
+        code: 'disk-not-reported',
+        machine: ref(1),
+        message: 'spec.disk /dev/sdz is not among the disks Mage reported (/dev/sda, /dev/nvme0n1, /dev/sdb)',
+        facts: { disk: '/dev/sdz', reportedDisks: ['/dev/sda', '/dev/nvme0n1', '/dev/sdb'] },
+      },
+      { kind: 'drift', code: 'nic-not-reported', machine: ref(1), message: `NIC ${macOf(0x21)} from spec.macs was not in the hardware report`, facts: { nic: macOf(0x21) } },
     ]);
   });
 });
@@ -903,5 +989,41 @@ describe('planFleet: fingerprints, hash and determinism', () => {
       ['CensusAbleQualityPark', macOf(2), 'web'],
     ]);
     expect(fleetMachine(fleet, 'web-01').memorableName).toBe('CensusAbleQualityParent');
+  });
+});
+
+describe('reason codes', () => {
+  it('the every-reason fixture plans every change and note code of the schema, no other', () => {
+    const { fleet, observed } = everyReasonFixture();
+    const p = plan(fleet, observed);
+    expect([...new Set(p.changes.map((c) => c.code))].sort()).toEqual([...CHANGE_CODES].sort());
+    expect([...new Set(p.notes.map((n) => n.code))].sort()).toEqual([...NOTE_CODES].sort());
+    expect(validateAgainst('plan', p)).toEqual([]);
+  });
+
+  it('each code has its one action or kind, and prose written from the code and the data alone', () => {
+    const { fleet, observed } = everyReasonFixture();
+    // Read back from JSON, as a bot or `apply FILE` reads it: the words follow from what the file holds.
+    const p = JSON.parse(JSON.stringify(plan(fleet, observed))) as ReturnType<typeof plan>;
+    for (const { reason, ...c } of p.changes) {
+      expect(c.action, c.code).toBe(CHANGE_ACTION[c.code]);
+      expect(changeReason(c), c.code).toBe(reason);
+      expect(reason, c.code).not.toMatch(/\?|undefined|null|\[object/);
+    }
+    for (const { message, ...n } of p.notes) {
+      expect(n.kind, n.code).toBe(NOTE_KIND[n.code]);
+      expect(noteMessage(n), n.code).toBe(message);
+      expect(message, n.code).not.toMatch(/\?|undefined|null|\[object/);
+    }
+  });
+
+  it('docs/plan-json.md lists every code once in its table, and no other', () => {
+    const doc = fs.readFileSync(new URL('../docs/plan-json.md', import.meta.url), 'utf8');
+    const section = doc.slice(doc.indexOf('## Reason codes'));
+    const rows = [...section.matchAll(/^\| `([a-z-]+)` \| `([a-z-]+)` \|/gm)].map((m) => [m[1]!, m[2]!] as const);
+    expect(rows.map(([code]) => code).sort()).toEqual([...CHANGE_CODES, ...NOTE_CODES].sort());
+    // The action or kind each row names is the one the code is planned with.
+    const owner: Record<string, string> = { ...CHANGE_ACTION, ...NOTE_KIND };
+    for (const [code, on] of rows) expect(on, code).toBe(owner[code]);
   });
 });

@@ -1,20 +1,32 @@
 // planFleet: the pure heart of Dragonfly. Desired state (git) + observed state (store) → a Plan: data,
 // with no I/O, that apply.ts executes and render.ts prints.
 import { isDeepStrictEqual } from 'node:util';
-import type { Change, HardwareReport, MachineRecord, Note, Plan, Workflow, WorkflowIntent } from '../schemas/types.js';
+import type { Change, ChangeCode, Facts, HardwareReport, MachineRecord, Note, NoteCode, Plan, Workflow, WorkflowIntent } from '../schemas/types.js';
 import { chooseInstallDisk, devicePath } from '../schemas/install-disk.js';
 import { isActiveWorkflow, isFailedWorkflow } from '../schemas/lifecycle.js';
+import { CHANGE_ACTION, changeReason, NOTE_KIND, noteMessage } from '../schemas/plan-reasons.js';
 import { parseDuration, parseSize } from '../schemas/formats.js';
 import type { Fleet, FleetAssignment, FleetMachine, FleetTemplate } from './fleet.js';
 import { fingerprint, sha256, type Observed } from './observed.js';
 import { substituteDeep } from './variables.js';
 
-export const PLAN_FORMAT_VERSION = '1.0';
+export const PLAN_FORMAT_VERSION = '1.1';
 const DEFAULT_TIMEOUT = '30m';
 
 export type { Change, Note, Plan };
 type MachineRef = Change['machine'];
 
+/** A change: its action follows from its code, and its reason is written from the code and the data. */
+function change(code: ChangeCode, machine: MachineRef, data: Omit<Change, 'action' | 'machine' | 'code' | 'reason'> = {}): Change {
+  const action = CHANGE_ACTION[code];
+  return { action, machine, code, reason: changeReason({ action, machine, code, ...data }), ...data };
+}
+
+/** A note: its kind follows from its code, and its message is written from the code and the facts. */
+function note(code: NoteCode, machine: MachineRef, facts: Facts): Note {
+  const kind = NOTE_KIND[code];
+  return { kind, code, machine, message: noteMessage({ kind, code, machine, facts }), facts };
+}
 
 function refOf(m: FleetMachine): MachineRef {
   return { name: m.name, mac: m.mac, memorableName: m.memorableName };
@@ -91,12 +103,16 @@ function workflowIntent(
   };
 }
 
-/** What the reason says when apply will cancel a workflow that has not started (see apply.ts). */
-function pendingWorkflowCancelled(rec: MachineRecord, observed: Observed, desired: MachineRecord['desired'] | null): string {
+/** The workflow apply will cancel because it has not started and git no longer asks for it (see apply.ts). */
+function pendingWorkflowCancelled(rec: MachineRecord, observed: Observed, desired: MachineRecord['desired'] | null): Facts['cancels'] {
   const wf = rec.workflow ? observed.workflows.get(rec.workflow)?.value : undefined;
-  if (!wf || wf.state !== 'pending') return '';
-  if (desired && desired.template === wf.template && desired.generation === wf.generation) return '';
-  return `; cancels workflow ${wf.id} (${wf.template}@${wf.generation}), which has not started`;
+  if (!wf || wf.state !== 'pending') return undefined;
+  if (desired && desired.template === wf.template && desired.generation === wf.generation) return undefined;
+  return { id: wf.id, template: wf.template, generation: wf.generation };
+}
+
+function workflowFacts(wf: Workflow): NonNullable<Facts['workflow']> {
+  return { id: wf.id, template: wf.template, generation: wf.generation, state: wf.state, ...(wf.error ? { error: wf.error } : {}) };
 }
 
 interface RolloutCounter {
@@ -146,18 +162,16 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
     const want = desiredRecord(m, a);
 
     // 1. Registration: git declares the machine; the store learns of it (or of what changed).
-    if (!rec || rec.phase === 'Discovered' || rec.phase === 'Retired') {
-      const reason = !rec
-        ? 'declared in git; not seen on the network yet'
-        : rec.phase === 'Retired'
-          ? 'declared in git again after being retired'
-          : `seen by ${rec.source} at ${rec.lastSeen ?? rec.firstSeen ?? 'an earlier boot'}; now declared in git`;
-      changes.push({ action: 'register', machine: ref, reason, record: want });
+    if (!rec) changes.push(change('declared-unseen', ref, { record: want }));
+    else if (rec.phase === 'Retired') changes.push(change('declared-after-retirement', ref, { record: want }));
+    else if (rec.phase === 'Discovered') {
+      const at = rec.lastSeen ?? rec.firstSeen;
+      changes.push(change('declared-after-discovery', ref, { facts: { seen: { source: rec.source, ...(at ? { at } : {}) } }, record: want }));
     } else {
       const diff = diffRecord(rec, want);
       if (diff.length > 0) {
         const cancels = pendingWorkflowCancelled(rec, observed, want.desired);
-        changes.push({ action: 'update', machine: ref, reason: `git changed ${diff.map((d) => d.path).join(', ')}${cancels}`, diff, record: want });
+        changes.push(change('git-changed', ref, { ...(cancels ? { facts: { cancels } } : {}), diff, record: want }));
       }
     }
 
@@ -165,29 +179,25 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
     const hw = rec?.hardware;
     if (hw) {
       if (m.spec.disk && !hw.disks.some((d) => devicePath(d) === m.spec.disk)) {
-        notes.push({ kind: 'drift', machine: ref, message: `spec.disk ${m.spec.disk} is not among the disks Mage reported (${hw.disks.map(devicePath).join(', ') || 'none'})` });
+        notes.push(note('disk-not-reported', ref, { disk: m.spec.disk, reportedDisks: hw.disks.map(devicePath) }));
       }
       const reported = new Set(hw.nics.map((n) => n.mac.toLowerCase().replaceAll('-', ':')));
       for (const mac of m.spec.macs ?? []) {
-        if (!reported.has(mac)) notes.push({ kind: 'drift', machine: ref, message: `NIC ${mac} from spec.macs was not in the hardware report` });
+        if (!reported.has(mac)) notes.push(note('nic-not-reported', ref, { nic: mac }));
       }
     }
     // An unauthenticated report that differs is shown, never planned with (boot/observe.ts recordHardware).
     if (rec?.unverifiedHardware) {
       const u = rec.unverifiedHardware;
-      notes.push({
-        kind: 'drift',
-        machine: ref,
-        message: `an unverified hardware report (${u.hardware.disks.length} disks, from ${u.ip ?? 'an unknown address'} at ${u.at}) differs from the stored one; plans use the stored one until a Mage that claimed a workflow reports`,
-      });
+      notes.push(note('unverified-hardware', ref, { unverified: { disks: u.hardware.disks.length, ...(u.ip ? { ip: u.ip } : {}), at: u.at } }));
     }
 
     // 3. Power: only when a driver has observed the current state, and not twice for one request.
     if (m.spec.power && rec?.observedPower && rec.observedPower !== 'unknown' && rec.observedPower !== m.spec.power) {
       if (rec.powerIntent?.to === m.spec.power) {
-        notes.push({ kind: 'in-progress', machine: ref, message: `power ${m.spec.power} requested at ${rec.powerIntent.at}; the driver still reports ${rec.observedPower}` });
+        notes.push(note('power-requested', ref, { power: { to: m.spec.power, observed: rec.observedPower, at: rec.powerIntent.at } }));
       } else {
-        changes.push({ action: 'power', machine: ref, reason: `power is ${rec.observedPower}; git asks ${m.spec.power}`, power: { from: rec.observedPower, to: m.spec.power } });
+        changes.push(change('power-differs', ref, { power: { from: rec.observedPower, to: m.spec.power } }));
       }
     }
 
@@ -195,76 +205,66 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
     if (!a || !t) continue;
     const wf = rec?.workflow ? observed.workflows.get(rec.workflow)?.value : undefined;
     const installed = rec?.installed;
-    const wanted = `${t.name}@${a.generation}`;
+    const wanted = { template: t.name, generation: a.generation };
     if (wf && isActiveWorkflow(wf.state)) {
-      notes.push({ kind: 'in-progress', machine: ref, message: `workflow ${wf.id} (${wf.template}@${wf.generation}) is ${wf.state}` });
+      notes.push(note('workflow-active', ref, { workflow: workflowFacts(wf) }));
       continue;
     }
     if (installed && installed.generation >= a.generation) {
       if (installed.template !== t.name) {
-        notes.push({
-          kind: 'drift',
-          machine: ref,
-          message: `installed ${installed.template}@${installed.generation}, git asks ${wanted}; bump the assignment's generation above ${installed.generation} to reimage`,
-        });
+        notes.push(note('installed-template-differs', ref, { installed: { template: installed.template, generation: installed.generation }, wanted }));
       }
       continue;
     }
     if (wf && isFailedWorkflow(wf.state) && wf.generation >= a.generation) {
-      notes.push({ kind: 'failed', machine: ref, message: `workflow ${wf.id} ${wf.state}${wf.error ? `: ${wf.error}` : ''}; bump the assignment's generation to retry` });
+      notes.push(note('workflow-failed', ref, { workflow: workflowFacts(wf), wanted }));
       continue;
     }
     if (m.spec.netboot === false) {
-      notes.push({ kind: 'blocked', machine: ref, message: `${wanted} needs a network boot, but the machine has netboot: false` });
+      notes.push(note('netboot-disabled', ref, { wanted }));
       continue;
     }
     if (!hw) {
-      notes.push({ kind: 'waiting-discovery', machine: ref, message: `${wanted} waits for discovery: PXE boot the machine so Mage can report its disks` });
+      notes.push(note('awaiting-discovery', ref, { wanted }));
       continue;
     }
     // Fail closed: a disk that Mage did not report has unknown contents; never write to it blindly.
     if (m.spec.disk && !hw.disks.some((d) => devicePath(d) === m.spec.disk)) {
-      notes.push({
-        kind: 'blocked',
-        machine: ref,
-        message: `${wanted} not started: spec.disk ${m.spec.disk} was not reported by Mage, and Dragonfly never writes to a disk it has not seen`,
-      });
+      notes.push(note('install-disk-not-reported', ref, { wanted, disk: m.spec.disk }));
       continue;
     }
     const minBytes = t.spec.image?.size ? parseSize(t.spec.image.size) : 0;
     const disk = m.spec.disk ?? (chooseInstallDisk(hw, minBytes) ? devicePath(chooseInstallDisk(hw, minBytes)!) : undefined);
     if (!disk) {
-      notes.push({ kind: 'blocked', machine: ref, message: `no install disk: none of the reported disks is fixed, non-USB and large enough; set spec.disk` });
+      notes.push(note('no-install-disk', ref, { wanted }));
       continue;
     }
     const wipes = contentsOf(hw, disk);
     const reimage = installed !== undefined || wipes.length > 0;
     if (reimage && m.spec.protected) {
-      notes.push({ kind: 'blocked', machine: ref, message: `${wanted} needs a reimage, but the machine is protected: true` });
+      notes.push(note('machine-protected', ref, { wanted }));
       continue;
     }
     const counter = rollout.get(a.name)!;
     if (a.maxFailures !== undefined && counter.failures > a.maxFailures) {
-      notes.push({ kind: 'blocked', machine: ref, message: `rollout of "${a.name}" stopped: ${counter.failures} workflows failed at generation ${a.generation} (maxFailures ${a.maxFailures})` });
+      notes.push(note('max-failures-reached', ref, { wanted, rollout: { assignment: a.name, failures: counter.failures, maxFailures: a.maxFailures } }));
       continue;
     }
     if (a.maxParallel !== undefined && counter.active + counter.started >= a.maxParallel) {
-      notes.push({ kind: 'deferred', machine: ref, message: `${wanted} deferred: rollout of "${a.name}" runs at most ${a.maxParallel} at once` });
+      notes.push(note('max-parallel-reached', ref, { wanted, rollout: { assignment: a.name, maxParallel: a.maxParallel } }));
       continue;
     }
     counter.started++;
-    const reason = installed
-      ? `generation ${a.generation} > installed ${installed.generation} (${installed.template})`
-      : reimage
-        ? `first install over a disk that already holds data`
-        : `first install of ${wanted}`;
-    changes.push({
-      action: reimage ? 'reimage' : 'provision',
-      machine: ref,
-      reason,
-      workflow: workflowIntent(m, a, t, disk, reimage, hw),
-      ...(reimage ? { wipes: wipes.length > 0 ? wipes : [`${disk}: the installed ${installed?.template ?? 'system'}`] } : {}),
-    });
+    const workflow = workflowIntent(m, a, t, disk, reimage, hw);
+    if (!reimage) changes.push(change('first-install', ref, { workflow }));
+    else {
+      const lost = { wipes: wipes.length > 0 ? wipes : [`${disk}: the installed ${installed?.template ?? 'system'}`] };
+      changes.push(
+        installed
+          ? change('generation-bumped', ref, { facts: { installed: { template: installed.template, generation: installed.generation } }, workflow, ...lost })
+          : change('first-install-over-data', ref, { workflow, ...lost }),
+      );
+    }
   }
 
   // 5. Machines the store knows but git does not.
@@ -278,11 +278,11 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
     if (inGit.has(rec.mac) || (scope && !scope.has(rec.mac))) continue;
     if (rec.phase === 'Retired') continue;
     if (rec.phase === 'Discovered') {
-      notes.push({ kind: 'unmanaged', machine: refOfRecord(rec), message: `seen by ${rec.source} but not in git; add a Machine with mac ${rec.mac} to manage it` });
+      notes.push(note('not-in-git', refOfRecord(rec), { seen: { source: rec.source } }));
       continue;
     }
     const cancels = pendingWorkflowCancelled(rec, observed, null);
-    changes.push({ action: 'retire', machine: refOfRecord(rec), reason: `removed from git; its disks are left as they are (never wiped)${cancels}` });
+    changes.push(change('removed-from-git', refOfRecord(rec), cancels ? { facts: { cancels } } : {}));
   }
 
   const fingerprints: Record<string, string> = {};
@@ -291,7 +291,7 @@ export function planFleet(fleet: Fleet, observed: Observed, options: PlanOptions
 
   const count = (actions: Change['action'][]) => changes.filter((c) => actions.includes(c.action)).length;
   const body = {
-    format_version: PLAN_FORMAT_VERSION as '1.0',
+    format_version: PLAN_FORMAT_VERSION as Plan['format_version'],
     fleetRevision: fleet.revision,
     storeRevision: observed.revision,
     ...(scope ? { scope: [...scope].sort() } : {}),

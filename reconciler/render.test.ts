@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Change, Note, Plan } from '../schemas/types.js';
 import { MARKDOWN_LIMIT, NO_CHANGES, renderPlanMarkdown, renderPlanText, summaryLine } from './render.js';
-import { macOf } from './test-builders.js';
+import { planFleet, PLAN_FORMAT_VERSION } from './plan.js';
+import { everyReasonFixture, macOf } from './test-builders.js';
 
 const MEMORABLE: Record<number, string> = {
   1: 'CensusAbleQualityParent',
@@ -31,12 +32,14 @@ const ONE_OF_EACH: Change[] = [
   {
     action: 'register',
     machine: machine(1),
+    code: 'declared-unseen',
     reason: 'declared in git; not seen on the network yet',
     record: { name: 'web-01', spec: { mac: macOf(1) }, labels: { role: 'web' }, desired: { assignment: 'web', template: 'ubuntu-24.04', generation: 1 } },
   },
   {
     action: 'update',
     machine: machine(2),
+    code: 'git-changed',
     reason: 'git changed labels, spec.disk',
     diff: [
       { path: 'labels', before: { role: 'web', rack: 'r1' }, after: { role: 'web', rack: 'r2' } },
@@ -44,28 +47,48 @@ const ONE_OF_EACH: Change[] = [
     ],
     record: { name: 'web-02', spec: { mac: macOf(2), disk: '/dev/sda' }, labels: { role: 'web', rack: 'r2' }, desired: null },
   },
-  { action: 'provision', machine: machine(3), reason: 'first install of ubuntu-24.04@1', workflow: intent(1, false) },
+  { action: 'provision', machine: machine(3), code: 'first-install', reason: 'first install of ubuntu-24.04@1', workflow: intent(1, false) },
   {
     action: 'reimage',
     machine: machine(4),
+    code: 'generation-bumped',
     reason: 'generation 2 > installed 1 (ubuntu-24.04)',
+    facts: { installed: { template: 'ubuntu-24.04', generation: 1 } },
     workflow: intent(2, true),
     wipes: ['/dev/nvme0n1: nvme0n1p1 (vfat "EFI")', '/dev/nvme0n1: nvme0n1p2 (ext4 "root")'],
   },
-  { action: 'retire', machine: machine(5), reason: 'removed from git; its disks are left as they are (never wiped)' },
-  { action: 'power', machine: machine(6), reason: 'power is off; git asks on', power: { from: 'off', to: 'on' } },
+  { action: 'retire', machine: machine(5), code: 'removed-from-git', reason: 'removed from git; its disks are left as they are (never wiped)' },
+  { action: 'power', machine: machine(6), code: 'power-differs', reason: 'power is off; git asks on', power: { from: 'off', to: 'on' } },
 ];
 
 const SOME_NOTES: Note[] = [
-  { kind: 'waiting-discovery', machine: machine(7), message: 'ubuntu-24.04@1 waits for discovery: PXE boot the machine so Mage can report its disks' },
-  { kind: 'blocked', machine: machine(8, 'db-01'), message: 'debian-12@2 needs a reimage, but the machine is protected: true' },
-  { kind: 'unmanaged', machine: machine(9, MEMORABLE[9]), message: `seen by pxe but not in git; add a Machine with mac ${macOf(9)} to manage it` },
-  { kind: 'warning', message: 'selector {"role":"gpu"} matches no machine' },
+  {
+    kind: 'waiting-discovery',
+    code: 'awaiting-discovery',
+    machine: machine(7),
+    message: 'ubuntu-24.04@1 waits for discovery: PXE boot the machine so Mage can report its disks',
+    facts: { wanted: { template: 'ubuntu-24.04', generation: 1 } },
+  },
+  {
+    kind: 'blocked',
+    code: 'machine-protected',
+    machine: machine(8, 'db-01'),
+    message: 'debian-12@2 needs a reimage, but the machine is protected: true',
+    facts: { wanted: { template: 'debian-12', generation: 2 } },
+  },
+  {
+    kind: 'unmanaged',
+    code: 'not-in-git',
+    machine: machine(9, MEMORABLE[9]),
+    message: `seen by pxe but not in git; add a Machine with mac ${macOf(9)} to manage it`,
+    facts: { seen: { source: 'pxe' } },
+  },
+  { kind: 'drift', code: 'nic-not-reported', machine: machine(1), message: `NIC ${macOf(0x40)} from spec.macs was not in the hardware report`, facts: { nic: macOf(0x40) } },
 ];
 
 function planOf(changes: Change[], notes: Note[], summary: Plan['summary']): Plan {
   return {
-    format_version: '1.0',
+    format_version: PLAN_FORMAT_VERSION,
     fleetRevision: 'sha256:' + 'ab'.repeat(32),
     storeRevision: 42,
     createdAt: '2025-06-01T12:00:00.000Z',
@@ -108,7 +131,7 @@ describe('renderPlanText', () => {
         '  · waiting for discovery: web-07 (52:54:00:ab:cd:07, CensusAbleQualityPath): ubuntu-24.04@1 waits for discovery: PXE boot the machine so Mage can report its disks',
         '  · blocked: db-01 (52:54:00:ab:cd:08, CensusAbleQualityPatient): debian-12@2 needs a reimage, but the machine is protected: true',
         '  · not in git: CensusAbleQualityPatrol (52:54:00:ab:cd:09): seen by pxe but not in git; add a Machine with mac 52:54:00:ab:cd:09 to manage it',
-        '  · warning: selector {"role":"gpu"} matches no machine',
+        '  · drift: web-01 (52:54:00:ab:cd:01, CensusAbleQualityParent): NIC 52:54:00:ab:cd:40 from spec.macs was not in the hardware report',
         '',
         'Plan: 2 to add, 2 to change, 1 to reimage, 1 to retire.',
         '1 machine will be reimaged: the data on their install disks will be lost.',
@@ -175,6 +198,25 @@ describe('renderPlanText', () => {
   });
 });
 
+describe('reason codes in words', () => {
+  it('every change and note of the every-reason plan is printed with its prose, in text and in Markdown', () => {
+    const { fleet, observed } = everyReasonFixture();
+    const plan = planFleet(fleet, observed, { now: new Date('2025-06-01T12:00:00.000Z') });
+    const text = renderPlanText(plan);
+    const md = renderPlanMarkdown(plan);
+    for (const c of plan.changes) {
+      expect(c.reason.length, c.code).toBeGreaterThan(10);
+      expect(text, c.code).toContain(`\n      ${c.reason}\n`);
+      expect(md, c.code).toContain(`\n      ${c.reason}\n`);
+    }
+    for (const n of plan.notes) {
+      expect(n.message.length, n.code).toBeGreaterThan(10);
+      expect(text, n.code).toContain(`: ${n.message}\n`);
+      expect(md, n.code).toContain(`: ${n.message.replaceAll('|', '\\|')}\n`);
+    }
+  });
+});
+
 describe('renderPlanMarkdown', () => {
   it('renders the summary, a warning for reimages, a table and collapsible details', () => {
     expect(renderPlanMarkdown(FULL)).toBe(
@@ -225,7 +267,7 @@ describe('renderPlanMarkdown', () => {
         '- **waiting for discovery**: `web-07`: ubuntu-24.04@1 waits for discovery: PXE boot the machine so Mage can report its disks',
         '- **blocked**: `db-01`: debian-12@2 needs a reimage, but the machine is protected: true',
         '- **not in git**: `CensusAbleQualityPatrol`: seen by pxe but not in git; add a Machine with mac 52:54:00:ab:cd:09 to manage it',
-        '- **warning**: selector {"role":"gpu"} matches no machine',
+        '- **drift**: `web-01`: NIC 52:54:00:ab:cd:40 from spec.macs was not in the hardware report',
         '',
         '</details>',
         '',
@@ -245,6 +287,7 @@ describe('renderPlanMarkdown', () => {
     const changes: Change[] = Array.from({ length: n }, (_, i) => ({
       action: 'provision',
       machine: { name: `node-${String(i).padStart(4, '0')}`, mac: `52:54:00:00:${((i >> 8) & 0xff).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`, memorableName: `Memorable${i}` },
+      code: 'first-install',
       reason: 'first install of ubuntu-24.04@1',
       workflow: intent(1, false),
     }));
@@ -281,6 +324,7 @@ describe('renderPlanMarkdown', () => {
     // e.g. 5,000 registered machines that all wait for discovery: nothing to change, a lot to say.
     const notes: Note[] = Array.from({ length: 5000 }, (_, i) => ({
       kind: 'waiting-discovery',
+      code: 'awaiting-discovery',
       machine: { name: `node-${i}`, mac: macOf(1), memorableName: `Memorable${i}` },
       message: 'ubuntu-24.04@1 waits for discovery: PXE boot the machine so Mage can report its disks',
     }));

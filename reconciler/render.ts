@@ -1,7 +1,10 @@
 // Printing plans: human text (Terraform-like symbols), Markdown for pull requests. JSON is the Plan itself.
+// The words of each change's reason and note's message come from its code (schemas/plan-reasons.ts, one
+// table that the planner fills them from: this module imports the planner, so it cannot be the other way).
 import type { Change, Note, Plan } from '../schemas/types.js';
 import { formatDiagnostic, type Diagnostic } from './diagnostics.js';
 import type { BranchReview, FieldChange, FleetDiff, ResourceChange } from './fleet-diff.js';
+import { PLAN_FORMAT_VERSION } from './plan.js';
 
 export interface TextOptions {
   color?: boolean;
@@ -242,7 +245,7 @@ export function renderFleetDiffText(diff: FleetDiff, header: string): string {
 
 function reviewPlan(r: BranchReview): Plan {
   return {
-    format_version: '1.0',
+    format_version: PLAN_FORMAT_VERSION,
     fleetRevision: r.head.commit,
     storeRevision: r.storeRevision,
     fingerprints: {},

@@ -334,3 +334,80 @@ export function registered(fleet: Fleet, name: string, extra: Partial<RecordSket
   };
   return { phase: extra.phase ?? phaseOf(base, undefined), ...base };
 }
+
+// ---------------------------------------------------------------------------------------------------
+// One fleet for every reason code
+
+/**
+ * A fleet and a store whose plan carries every change code and every note code of schemas/plan.schema.json
+ * (machine m-N has MAC macOf(N)); the comments name the codes each machine brings.
+ */
+export function everyReasonFixture(): { fleet: Fleet; observed: Observed } {
+  const m = (n: number, role: string, extra: Partial<MachineSketch> = {}): MachineSketch => ({ name: `m-${n}`, mac: macOf(n), labels: { role }, ...extra });
+  const fleet = buildFleet({
+    machines: [
+      m(1, 'web'), // declared-unseen, awaiting-discovery
+      m(2, 'web'), // declared-after-discovery, awaiting-discovery
+      m(3, 'web'), // declared-after-retirement, awaiting-discovery
+      m(4, 'web'), // git-changed, awaiting-discovery
+      m(5, 'web', { power: 'on' }), // power-differs, awaiting-discovery
+      m(6, 'web'), // first-install
+      m(7, 'web'), // first-install-over-data
+      m(8, 'db'), // generation-bumped
+      m(10, 'web'), // workflow-active
+      m(11, 'web', { power: 'on' }), // power-requested, awaiting-discovery
+      m(12, 'batch'), // first-install
+      m(13, 'batch'), // max-parallel-reached
+      m(14, 'web', { netboot: false }), // netboot-disabled
+      m(15, 'web', { disk: '/dev/sdz' }), // disk-not-reported, install-disk-not-reported
+      m(16, 'web'), // no-install-disk
+      m(17, 'web', { protected: true }), // machine-protected
+      m(18, 'gpu'), // workflow-failed
+      m(19, 'gpu'), // max-failures-reached
+      m(20, 'web', { macs: [macOf(0x40)] }), // nic-not-reported, first-install
+      m(21, 'web'), // unverified-hardware, first-install
+      m(22, 'web'), // installed-template-differs
+    ],
+    templates: [ubuntuTemplate(), ubuntuTemplate({ name: 'debian-12' })],
+    assignments: [
+      { name: 'web', template: 'ubuntu-24.04' },
+      { name: 'db', template: 'ubuntu-24.04', generation: 2 },
+      { name: 'batch', template: 'ubuntu-24.04', maxParallel: 1 },
+      { name: 'gpu', template: 'ubuntu-24.04', maxFailures: 0 },
+    ],
+  });
+  const at = (n: number, extra: Partial<RecordSketch> = {}) => registered(fleet, `m-${n}`, { modRevision: n, ...extra });
+  const blank = (n: number, extra: Partial<RecordSketch> = {}) => at(n, { hardware: blankHardware(macOf(n)), ...extra });
+  const usbOnly = hardware([disk('sdb', 16 * GB, { transport: 'usb', removable: true })], [macOf(16)]);
+  const observed = buildObserved({
+    machines: [
+      discovered(macOf(2), { modRevision: 2 }),
+      { mac: macOf(3), name: 'm-3', phase: 'Retired', modRevision: 3 },
+      at(4, { labels: { role: 'web', rack: 'r1' } }),
+      at(5, { observedPower: 'off' }),
+      blank(6),
+      at(7, { hardware: usedHardware(macOf(7)) }),
+      at(8, { hardware: usedHardware(macOf(8)), installed: { template: 'ubuntu-24.04', generation: 1, at: SEEN_AT } }),
+      { mac: macOf(9), name: 'm-9', phase: 'Registered', source: 'git', modRevision: 9 }, // removed-from-git
+      blank(10, { workflow: 'wf-m-10', phase: 'Provisioning' }),
+      at(11, { observedPower: 'off', powerIntent: { to: 'on', at: SEEN_AT } }),
+      blank(12),
+      blank(13),
+      blank(14),
+      blank(15),
+      at(16, { hardware: usbOnly }),
+      at(17, { hardware: usedHardware(macOf(17)) }),
+      blank(18, { workflow: 'wf-m-18', phase: 'Error' }),
+      blank(19),
+      blank(20),
+      blank(21, { unverifiedHardware: { hardware: hardware([disk('sdc', 4000 * GB)], [macOf(21)]), at: SEEN_AT, ip: '10.6.6.6' } }),
+      at(22, { hardware: usedHardware(macOf(22)), installed: { template: 'debian-12', generation: 1, at: SEEN_AT } }),
+      discovered(macOf(23), { modRevision: 23 }), // not-in-git
+    ],
+    workflows: [
+      { id: 'wf-m-10', mac: macOf(10), machine: 'm-10', assignment: 'web', template: 'ubuntu-24.04', generation: 1, state: 'running', modRevision: 24 },
+      { id: 'wf-m-18', mac: macOf(18), machine: 'm-18', assignment: 'gpu', template: 'ubuntu-24.04', generation: 1, state: 'failed', error: 'image2disk: sha256 mismatch', modRevision: 25 },
+    ],
+  });
+  return { fleet, observed };
+}

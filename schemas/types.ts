@@ -103,6 +103,38 @@ export type AssignmentSpec = {
 } & {
   [k: string]: unknown;
 };
+/**
+ * Why a change is planned: a closed set, one action each, listed in docs/plan-json.md.
+ */
+export type ChangeCode =
+  | 'declared-unseen'
+  | 'declared-after-discovery'
+  | 'declared-after-retirement'
+  | 'git-changed'
+  | 'power-differs'
+  | 'first-install'
+  | 'first-install-over-data'
+  | 'generation-bumped'
+  | 'removed-from-git';
+/**
+ * Why a machine is shown but not changed: a closed set, one kind each, listed in docs/plan-json.md.
+ */
+export type NoteCode =
+  | 'awaiting-discovery'
+  | 'workflow-active'
+  | 'power-requested'
+  | 'max-parallel-reached'
+  | 'netboot-disabled'
+  | 'install-disk-not-reported'
+  | 'no-install-disk'
+  | 'machine-protected'
+  | 'max-failures-reached'
+  | 'workflow-failed'
+  | 'disk-not-reported'
+  | 'nic-not-reported'
+  | 'unverified-hardware'
+  | 'installed-template-differs'
+  | 'not-in-git';
 
 export interface DragonflySchemas {
   machine?: Machine;
@@ -507,9 +539,9 @@ export interface Desired {
  */
 export interface Plan {
   /**
-   * Major.minor; a reader refuses another major.
+   * Major.minor; a reader refuses another major. 1.1 added `code` and `facts` to changes and notes.
    */
-  format_version: '1.0';
+  format_version: '1.1';
   /**
    * Git commit SHA, or sha256:<hex> content hash of a fleet directory.
    */
@@ -546,10 +578,12 @@ export interface Plan {
 export interface Change {
   action: 'register' | 'update' | 'provision' | 'reimage' | 'retire' | 'power';
   machine: MachineRef;
+  code: ChangeCode;
   /**
-   * For display only.
+   * For people: the prose schemas/plan-reasons.ts writes from `code` and the change's data. Never parse it; switch on `code`.
    */
   reason: string;
+  facts?: Facts;
   /**
    * Field-level differences, for display and review.
    */
@@ -584,6 +618,79 @@ export interface MachineRef {
   name: string;
   mac: string;
   memorableName: string;
+}
+/**
+ * What a change's or a note's prose is written from, beyond the fields a change carries anyway (diff, workflow, power, wipes). Which facts a code has: docs/plan-json.md.
+ */
+export interface Facts {
+  /**
+   * Who saw the machine on the network, and when (no `at`: not recorded).
+   */
+  seen?: {
+    source: string;
+    at?: string;
+  };
+  /**
+   * The pending workflow (not started yet) that apply cancels because of this change.
+   */
+  cancels?: {
+    id: string;
+    template: string;
+    generation: number;
+  };
+  installed?: TemplateAtGeneration;
+  wanted?: TemplateAtGeneration;
+  /**
+   * The machine's current workflow.
+   */
+  workflow?: {
+    id: string;
+    template: string;
+    generation: number;
+    state: string;
+    error?: string;
+  };
+  /**
+   * The machine's spec.disk.
+   */
+  disk?: string;
+  /**
+   * The disks Mage reported, as device paths.
+   */
+  reportedDisks?: string[];
+  /**
+   * A MAC of spec.macs.
+   */
+  nic?: string;
+  /**
+   * An unverified hardware report that differs from the stored one.
+   */
+  unverified?: {
+    disks: number;
+    ip?: string;
+    at: string;
+  };
+  /**
+   * A power request the driver has not carried out yet.
+   */
+  power?: {
+    to: 'on' | 'off';
+    observed: string;
+    at: string;
+  };
+  /**
+   * The assignment whose rollout policy holds the machine back.
+   */
+  rollout?: {
+    assignment: string;
+    failures?: number;
+    maxFailures?: number;
+    maxParallel?: number;
+  };
+}
+export interface TemplateAtGeneration {
+  template: string;
+  generation: number;
 }
 /**
  * provision/reimage: the workflow apply creates, with variables already substituted.
@@ -625,8 +732,13 @@ export interface Note {
     | 'drift'
     | 'unmanaged'
     | 'warning';
+  code: NoteCode;
   machine?: MachineRef;
+  /**
+   * For people: the prose schemas/plan-reasons.ts writes from `code` and `facts`. Never parse it; switch on `code`.
+   */
   message: string;
+  facts?: Facts;
 }
 export interface RegisterRequest {
   /**

@@ -65,7 +65,11 @@ describe('fresh clone acceptance', () => {
     expect(r.status).toBe(0);
     const plan = JSON.parse(r.stdout);
     expect(validateAgainst('plan', plan)).toEqual([]);
-    expect(plan.format_version).toBe('1.0');
+    expect(plan.format_version).toBe('1.1');
+    // Each change and note carries the reason code a script switches on (docs/plan-json.md).
+    expect(plan.changes.length).toBeGreaterThan(0);
+    for (const c of plan.changes) expect(c.code, c.reason).toMatch(/^[a-z]+(-[a-z]+)*$/);
+    for (const n of plan.notes) expect(n.code, n.message).toMatch(/^[a-z]+(-[a-z]+)*$/);
   });
 
   it('plan --markdown is a pull-request comment', () => {

@@ -7,12 +7,13 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { recordHardware } from '../boot/observe.js';
 import { claimWorkflow, finishWorkflow } from '../boot/workflow-progress.js';
-import { Controller, type ControllerLog, type FleetRevision } from '../reconciler/controller.js';
+import { CONDITION_CODES, Controller, type ControllerLog, type FleetRevision } from '../reconciler/controller.js';
 import { readObserved } from '../reconciler/observed.js';
 import { blankHardware, fleetFiles, macOf, ubuntuTemplate } from '../reconciler/test-builders.js';
 import { followDirectory } from '../reconciler/sources/follow.js';
+import { DragonflyError } from '../schemas/errors.js';
 import type { MachineRecord, Workflow } from '../schemas/types.js';
-import { AUDIT, machineKey } from '../store/keys.js';
+import { AUDIT, CONTROLLER_SUSPENDED, machineKey } from '../store/keys.js';
 import { LmdbStore } from '../store/lmdb.js';
 import { dragonfly } from './cli-helpers.js';
 import { until } from './process-helpers.js';
@@ -28,7 +29,7 @@ interface Logged {
   obj: object;
 }
 
-async function setup(opts: { manual?: boolean } = {}) {
+async function setup(opts: { manual?: boolean; now?: () => Date } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dragonfly-controller-'));
   const store = LmdbStore.open(path.join(dir, 'state'));
   const logged: Logged[] = [];
@@ -100,6 +101,7 @@ describe('controller', () => {
     await offer({ revision: 'c1', files: TWO_MACHINES });
     expect(controller.current().pending.summary).toBe('Plan: 2 to add, 0 to change, 0 to reimage, 0 to retire.');
     expect(controller.current().pending.lines).toHaveLength(2);
+    expect(controller.current().condition).toMatchObject({ code: 'PlanPending', message: 'manual mode: revision c1 has 2 changes waiting for `dragonfly apply`' });
     expect(controller.current().applied).toBeUndefined();
     expect(await record(store, macOf(1))).toBeUndefined();
   });
@@ -119,6 +121,51 @@ describe('controller', () => {
     await until('the resumed apply', async () => (await record(store, macOf(1))) !== undefined);
     await controller.idle();
     expect(controller.current()).toMatchObject({ suspended: false, applied: { revision: 'c1' } });
+  });
+
+  it('status carries a condition code: Applied, RevisionInvalid and RevisionUnreadable with their DF codes, Suspended', async () => {
+    let clock = Date.parse('2025-06-01T12:00:00.000Z');
+    const { dir, store, controller, offer } = await setup({ now: () => new Date((clock += 1000)) });
+    const state = path.join(dir, 'state');
+    expect(controller.current().condition.code).toBe('Starting');
+
+    await offer({ revision: 'c1', files: TWO_MACHINES });
+    const applied = controller.current().condition;
+    expect(applied).toEqual({ code: 'Applied', message: 'revision c1 is applied: the store matches it', since: controller.current().updatedAt });
+    // Another round in the same condition keeps the time it was entered.
+    await offer({ revision: 'c1', files: TWO_MACHINES });
+    expect(controller.current().condition).toEqual(applied);
+    expect(controller.current().updatedAt > applied.since).toBe(true);
+    const ok = dragonfly(['status', '--state', state]);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain(`Condition: Applied since ${applied.since}\n`);
+
+    const broken = TWO_MACHINES.map((f) => (f.path === 'machines.yaml' ? { ...f, text: f.text.replace('mac:', 'mac: [') } : f));
+    await offer({ revision: 'c2', files: broken });
+    expect(controller.current().condition).toMatchObject({ code: 'RevisionInvalid', since: controller.current().updatedAt, errorCodes: ['DF_ERR_YAML_SYNTAX'] });
+    const invalid = dragonfly(['status', '--state', state]);
+    expect(invalid.status).toBe(1);
+    expect(invalid.stdout).toMatch(/^Condition: RevisionInvalid since \S+ \(DF_ERR_YAML_SYNTAX\)$/m);
+    const json = JSON.parse(dragonfly(['status', '--state', state, '--json']).stdout) as { controller: { condition: { code: string; errorCodes: string[] } } };
+    expect(json.controller.condition).toMatchObject({ code: 'RevisionInvalid', errorCodes: ['DF_ERR_YAML_SYNTAX'] });
+
+    await offer({ revision: 'c3', files: TWO_MACHINES, errors: [new DragonflyError('DF_ERR_FILE_READ', 'machines.yaml: permission denied')] });
+    expect(controller.current().condition).toMatchObject({ code: 'RevisionUnreadable', errorCodes: ['DF_ERR_FILE_READ'] });
+
+    await offer({ revision: 'c4', files: TWO_MACHINES });
+    expect(controller.current().condition).toMatchObject({ code: 'Applied', message: 'revision c4 is applied: the store matches it' });
+    expect(controller.current().condition.errorCodes).toBeUndefined();
+
+    await store.commit({ put: [{ key: CONTROLLER_SUSPENDED, value: { at: new Date(clock).toISOString(), by: 'test' } }] });
+    await until('suspended', () => controller.current().condition.code === 'Suspended');
+    expect(controller.current().condition.message).toBe('suspended: revision c4 is planned, not applied (nothing waiting); `dragonfly resume` applies again');
+    expect(dragonfly(['status', '--state', state]).stdout).toMatch(/^Condition: Suspended since \S+$/m);
+  });
+
+  it('docs/status.md describes every condition code once, and no other', () => {
+    const doc = fs.readFileSync(new URL('../docs/status.md', import.meta.url), 'utf8');
+    const rows = [...doc.matchAll(/^\| `([A-Za-z]+)` \|/gm)].map((m) => m[1]);
+    expect(rows.sort()).toEqual([...CONDITION_CODES].sort());
   });
 
   it('a rollout with maxParallel 1: the next machine starts when the first one’s workflow finishes (store notifications)', async () => {
