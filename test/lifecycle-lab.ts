@@ -252,15 +252,16 @@ spec:
    * undionly.kpxe over TFTP first (as a BIOS PXE ROM would be) — once per MAC per 2 minutes: within that
    * window the server cannot tell a reboot from the chained binary's own DHCP, so it answers with the script.
    * Under TCG undionly's UNDI driver downloads Mage several times slower than the ROM's own e1000 driver.
+   * Without `mageDir`, serve builds Mage into STATE/mage itself, as the README's first command does (zstd -3 here).
    */
-  async startServe(mageDir: string, opts: { chainloadIpxe?: boolean } = {}): Promise<void> {
+  async startServe(mageDir: string | undefined, opts: { chainloadIpxe?: boolean } = {}): Promise<void> {
     this.serve = this.net.spawn(
       'serve',
       process.execPath,
-      [BIN, 'serve', '--repo', this.git!.url('fleet.git'), '--path', 'fleet', '--poll', '1s', '--mage-dir', mageDir, '--state', this.state,
+      [BIN, 'serve', '--repo', this.git!.url('fleet.git'), '--path', 'fleet', '--poll', '1s', ...(mageDir ? ['--mage-dir', mageDir] : []), '--state', this.state,
         '--http', `0.0.0.0:${HTTP_PORT}`, '--tftp', `${SERVER_IP}:69`, '--dhcp', 'proxy', '--dhcp-ip', SERVER_IP,
         ...(opts.chainloadIpxe ? ['--chainload-ipxe'] : []), '--public-url', this.publicUrl],
-      { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', DRAGONFLY_STATE: '', DRAGONFLY_API_TOKEN: LAB_TOKEN } },
+      { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', DRAGONFLY_STATE: '', DRAGONFLY_API_TOKEN: LAB_TOKEN, DRAGONFLY_DEB_CACHE: DEB_CACHE, DRAGONFLY_MAGE_ZSTD_LEVEL: '3' } },
     );
     const end = Date.now() + 30_000;
     while (!(await fetch(`${this.api}/healthz`).then((r) => r.ok, () => false))) {
