@@ -634,14 +634,18 @@ describe('protocol', () => {
       expect(last.op === 'DATA' && last.data.equals(SMALL.subarray(2560))).toBe(true);
     }));
 
-  it('answers a packet from a foreign TID with error 5 and carries on (RFC 1350 §4)', () =>
+  it('ignores a packet from a foreign TID and carries on (RFC 1350 §4; the transfer socket is connected, as tftpd-hpa\'s)', () =>
     withPeer(async (p) => {
       const stranger = await RawPeer.open();
       try {
         await p.send(encodeRequest('RRQ', 'small.bin'), h.port);
         const d1 = await p.next();
+        // A stranger acknowledges the block on the client's behalf: it moves nothing and gets no answer.
         await stranger.send(encodeAck(1), d1.from.port);
-        expect((await stranger.next()).packet).toMatchObject({ op: 'ERROR', code: 5 });
+        await stranger.send(encodeAck(2), d1.from.port);
+        await new Promise((r) => setTimeout(r, 300));
+        expect(stranger.queued).toBe(0);
+        expect(p.queued).toBe(0); // block 2 was not sent on the stranger's ACK
         const got = await receive(p, d1, 512, 1);
         expect(got.bytes.equals(SMALL)).toBe(true);
       } finally {

@@ -220,6 +220,10 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     const socket = dgram.createSocket({ type, lookup: literalLookup });
     try {
       await bindSocket(socket, 0, host);
+      // Connected to its client, as tftpd-hpa's are: the kernel drops datagrams from any other address or port
+      // (RFC 1350 §4's foreign TIDs, answered with nothing, so they reflect nothing), and a send needs no
+      // per-datagram route lookup — a lock-step transfer (what PXE ROMs do) is one send per round trip.
+      await connectSocket(socket, peer.port, peer.address);
     } catch (err) {
       counters.errors++;
       socket.close();
@@ -282,6 +286,16 @@ function literalLookup(address: string, opts: dns.LookupOneOptions, callback: (e
   const family = isIP(address);
   if (family !== 0) return callback(null, address, family);
   dns.lookup(address, opts, callback); // a host name given to bind: looked up as dgram would
+}
+
+function connectSocket(socket: Socket, port: number, address: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    socket.once('error', reject);
+    socket.connect(port, address, () => {
+      socket.off('error', reject);
+      resolve();
+    });
+  });
 }
 
 function bindSocket(socket: Socket, port: number, address: string): Promise<void> {

@@ -27,6 +27,7 @@ export type TransferOutcome =
   | 'closed'; // the server is shutting down
 
 export interface TransferConfig {
+  /** Bound, and connected to `peer`: every send goes to the peer, and only the peer's datagrams arrive. */
   socket: Socket;
   peer: { address: string; port: number };
   filename: string;
@@ -105,8 +106,8 @@ export class Transfer {
     if (this.phase === 'ended') return;
     const { peer, socket } = this.cfg;
     if (rinfo.address !== peer.address || rinfo.port !== peer.port) {
-      // RFC 1350 §4: a packet from a foreign TID gets ERROR 5 and leaves this transfer alone.
-      sendDatagram(socket, encodeError(TFTP_ERROR.UNKNOWN_TID, 'unknown transfer ID'), rinfo);
+      // The socket is connected to the peer, so the kernel drops foreign TIDs before they get here; should one
+      // arrive anyway, it leaves this transfer alone.
       this.cfg.log?.debug({ file: this.cfg.filename, from: `${rinfo.address}:${rinfo.port}` }, 'tftp: packet from a foreign TID');
       return;
     }
@@ -157,8 +158,8 @@ export class Transfer {
   }
 
   private sendOack(): void {
-    const { socket, peer } = this.cfg;
-    sendDatagram(socket, encodeOack(this.cfg.oack), peer);
+    const { socket } = this.cfg;
+    sendDatagram(socket, encodeOack(this.cfg.oack));
     this.pass = { end: 0, sentAt: performance.now(), fresh: this.pass.sentAt === 0 };
     this.arm();
   }
@@ -167,7 +168,7 @@ export class Transfer {
   private async sendWindow(first: number): Promise<void> {
     const epoch = ++this.epoch;
     this.disarm();
-    const { socket, peer, params } = this.cfg;
+    const { socket, params } = this.cfg;
     const { blksize } = params;
     const last = windowEnd(first, params.windowsize, this.total);
     const fresh = first > this.highestSent;
@@ -187,7 +188,7 @@ export class Transfer {
     for (let block = first; block <= last; block++) {
       const from = blockOffset(block, blksize) - start;
       const payload = data.subarray(Math.min(from, data.length), Math.min(from + blksize, data.length));
-      sendDatagram(socket, [encodeDataHeader(block), payload], peer);
+      sendDatagram(socket, [encodeDataHeader(block), payload]);
     }
     this.highestSent = Math.max(this.highestSent, last);
     this.pass = { end: last, sentAt: performance.now(), fresh };
@@ -265,7 +266,7 @@ export class Transfer {
     this.disarm();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    const { socket, peer, file } = this.cfg;
+    const { socket, file } = this.cfg;
     const socketClosed = new Promise<void>((resolve) => {
       socket.once('close', resolve);
       const close = () => {
@@ -276,7 +277,7 @@ export class Transfer {
         }
       };
       // Close only once the ERROR has left: closing first would cancel the queued send.
-      if (error) sendDatagram(socket, encodeError(error.code, error.message), peer, close);
+      if (error) sendDatagram(socket, encodeError(error.code, error.message), undefined, close);
       else close();
     });
     const fileClosed = file.close().catch((err) => {
@@ -286,12 +287,15 @@ export class Transfer {
   }
 }
 
-/** Send without throwing: a lost datagram is what retransmission is for. */
-export function sendDatagram(socket: Socket, msg: Buffer | Buffer[], to: { address: string; port: number }, done?: () => void): void {
+/** Send without throwing: a lost datagram is what retransmission is for. Without `to`, on a connected socket. */
+export function sendDatagram(socket: Socket, msg: Buffer | Buffer[], to?: { address: string; port: number }, done?: () => void): void {
   try {
     // Without a callback, dgram drops send errors silently, and saves an allocation per datagram.
-    if (done) socket.send(msg, to.port, to.address, done);
-    else socket.send(msg, to.port, to.address);
+    if (to) {
+      if (done) socket.send(msg, to.port, to.address, done);
+      else socket.send(msg, to.port, to.address);
+    } else if (done) socket.send(msg, done);
+    else socket.send(msg);
   } catch {
     done?.(); // the socket is already closed
   }
