@@ -5,7 +5,6 @@ import { branchPlan, diffResources, reviewHasChanges, reviewOfPlan, summarize, t
 import { loadFleet } from '../reconciler/load.js';
 import { planFleet, hasChanges } from '../reconciler/plan.js';
 import { renderBranchMarkdown, renderBranchText, renderPlanMarkdown, renderPlanText } from '../reconciler/render.js';
-import { openRevisions } from '../reconciler/sources/revisions.js';
 import { InvalidFleetError, loadFleetOrThrow, readObservedIfAny, requireFleetArg } from './fleet.js';
 import type { Io } from './output.js';
 
@@ -90,6 +89,8 @@ export async function branchPlanCommand(opts: BranchPlanOptions, io: Io): Promis
     throw new DragonflyError('DF_ERR_USAGE', '--out cannot be used with --base/--head: a branch plan is for review, not for apply', {}, 'merge the branch, then `dragonfly plan --out FILE` on the merged fleet');
   }
   if (opts.json && opts.markdown) throw new DragonflyError('DF_ERR_USAGE', '--json and --markdown cannot be used together', {}, 'choose one output format');
+  // Imported here: only --base/--head read git revisions, and isomorphic-git is a tenth of a cold start.
+  const { openRevisions } = await import('../reconciler/sources/revisions.js');
   const source = await openRevisions(opts);
   const baseCommit = await source.resolve(opts.base);
   const headCommit = await source.resolve(opts.head);
