@@ -159,6 +159,15 @@ export const ERRORS = {
     'read the step in the message; the build needs apt (Debian packages), kmod and zstd',
     500,
   ),
+  // P2P image distribution (p2p/)
+  DF_ERR_IMAGE_SHA256: spec(
+    "the image's bytes do not match the template's sha256 or size",
+    'compare spec.image.sha256 (and size) with `sha256sum` of the file exactly as the image server serves it; if the file changed, update the template',
+    500,
+  ),
+  DF_ERR_P2P_MANIFEST: spec('a piece manifest fails its checks', 'nothing from this manifest is used; check that the peer and the server run the same Dragonfly version, and the network path between them'),
+  DF_ERR_P2P_BITFIELD: spec('a piece bitfield is malformed', 'send the base64 of ceil(pieces / 8) bytes, most significant bit first, with the spare bits of the last byte clear'),
+  DF_ERR_RATE: spec('malformed rate', 'write a number and a unit per second, e.g. 20MB/s, 100Mbit/s, 1.5GiB/s, 500KB/s, 8kbit/s; or 0 or unlimited for no limit'),
   // Warnings
   DF_WARN_EMPTY_SELECTOR: spec('a selector matches no machine', 'check the labels; the assignment does nothing until a machine matches'),
 } as const satisfies Record<string, ErrorSpec>;

@@ -144,6 +144,7 @@ export interface DragonflySchemas {
   'machine-record'?: MachineRecord;
   hardware?: HardwareReport;
   plan?: Plan;
+  p2p?: Manifest;
   agentRegisterRequest?: RegisterRequest;
   agentRegisterResponse?: RegisterResponse;
   agentClaimRequest?: ClaimRequest;
@@ -739,6 +740,35 @@ export interface Note {
    */
   message: string;
   facts?: Facts;
+}
+/**
+ * The piece manifest of an image (p2p/manifest.ts), the root of this schema: what peers fetch, and check every piece against. It arrives over the network, so it is validated strictly; parseManifest adds what a schema cannot state (the piece count and length follow from the size).
+ */
+export interface Manifest {
+  /**
+   * Format version; a peer refuses versions it does not know.
+   */
+  version: 1;
+  /**
+   * Bytes of the whole image, as served (compressed when the image is).
+   */
+  size: number;
+  /**
+   * sha256 of the whole image: the template's, lower-case hex.
+   */
+  sha256: string;
+  /**
+   * Bytes of every piece but the last: 4 MiB doubled until there are at most 512 pieces.
+   */
+  pieceLength: number;
+  /**
+   * sha256 of each piece, in order.
+   *
+   * @maxItems 512
+   *
+   * Items: A sha256 digest as 64 lower-case hex digits (the network form: one spelling per digest).
+   */
+  pieces: string[];
 }
 export interface RegisterRequest {
   /**

@@ -15,10 +15,11 @@ import machineRecord from './machine-record.schema.json' with { type: 'json' };
 import plan from './plan.schema.json' with { type: 'json' };
 import agent from './agent.schema.json' with { type: 'json' };
 import api from './api.schema.json' with { type: 'json' };
+import p2p from './p2p.schema.json' with { type: 'json' };
 import { FORMATS } from './formats.js';
 import * as generated from './validators.generated.js';
 
-export const SCHEMAS = { common, machine, template, assignment, workflow, hardware, machineRecord, plan, agent, api } as const;
+export const SCHEMAS = { common, machine, template, assignment, workflow, hardware, machineRecord, plan, agent, api, p2p } as const;
 export type SchemaName = Exclude<keyof typeof SCHEMAS, 'common'>;
 
 export type SchemaError = ErrorObject;

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dir = path.join(here, '..', 'schemas');
-const roots = ['machine', 'template', 'assignment', 'workflow', 'machine-record', 'hardware', 'plan'];
+const roots = ['machine', 'template', 'assignment', 'workflow', 'machine-record', 'hardware', 'plan', 'p2p'];
 // Schemas that are only a set of $defs (API bodies): each definition becomes a type.
 const defsOnly = { agent: ['RegisterRequest', 'RegisterResponse', 'ClaimRequest', 'ActionReport', 'FinishReport'] };
 

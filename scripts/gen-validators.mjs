@@ -14,7 +14,7 @@ import standaloneCode from 'ajv/dist/standalone/index.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dir = path.join(here, '..', 'schemas');
 /** The schemas whose root is a document (the others are sets of $defs, used by the boot server's routes). */
-export const ROOTS = { machine: 'machine', template: 'template', assignment: 'assignment', workflow: 'workflow', hardware: 'hardware', machineRecord: 'machine-record', plan: 'plan' };
+export const ROOTS = { machine: 'machine', template: 'template', assignment: 'assignment', workflow: 'workflow', hardware: 'hardware', machineRecord: 'machine-record', plan: 'plan', p2p: 'p2p' };
 
 export function generateValidators() {
   const options = JSON.parse(fs.readFileSync(path.join(dir, 'ajv-options.json'), 'utf8'));
