@@ -77,6 +77,6 @@ describe('layering', () => {
 
   it('reads every layer (the test would pass on an empty tree otherwise)', () => {
     expect(files.length).toBeGreaterThan(100);
-    expect(new Set(files.map((f) => f.split('/')[0]))).toEqual(new Set(['schemas', 'store', 'reconciler', 'boot', 'mage']));
+    expect(new Set(files.map((f) => f.split('/')[0]))).toEqual(new Set(['schemas', 'store', 'reconciler', 'boot', 'mage', 'p2p']));
   });
 });
