@@ -4,6 +4,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Store } from '../store/store.js';
 import type { ConnectionGuardOptions } from './connection-guard.js';
 import type { EventHubOptions } from './event-hub.js';
+import type { P2pSeed } from './p2p-hub.js';
 import type { TftpStats } from './metrics.js';
 import type { WebhookEvent } from './webhooks.js';
 
@@ -47,5 +48,7 @@ export interface BootServerDeps {
   onWebhookPush?: (event: WebhookEvent) => void | Promise<unknown>;
   /** Webhook calls per source address per minute (default 60). */
   webhooksPerMinute?: number;
+  /** The seed peer of P2P image distribution (p2p/seed.ts); without one, no P2P API is served. */
+  p2pSeed?: P2pSeed;
   logger?: FastifyBaseLogger | boolean;
 }

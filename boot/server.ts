@@ -11,6 +11,8 @@ import { bootRoutes } from './routes-boot.js';
 import { agentRoutes } from './routes-agent.js';
 import { apiRoutes } from './routes-api.js';
 import { webhookRoutes } from './routes-webhooks.js';
+import { p2pRoutes } from './routes-p2p.js';
+import { P2pHub } from './p2p-hub.js';
 import { expireWorkflows } from './timeouts.js';
 import { trimEvents } from './event-retention.js';
 import { requireRole } from './auth.js';
@@ -207,5 +209,10 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
   await app.register(agentRoutes, { deps: { ...deps, serverUrl }, gate });
   await app.register(apiRoutes, { deps, hub });
   await app.register(webhookRoutes, { deps });
+  if (deps.p2pSeed) {
+    const p2p = new P2pHub({ store: deps.store, seed: deps.p2pSeed, serverUrl });
+    app.addHook('preClose', async () => p2p.close());
+    await app.register(p2pRoutes, { deps, hub: p2p });
+  }
   return app;
 }

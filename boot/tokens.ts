@@ -64,6 +64,20 @@ export function workflowToken(secret: Buffer, workflowId: string): string {
   return createHmac('sha256', secret).update('workflow:').update(workflowId).digest('hex');
 }
 
+/**
+ * The token of one image's P2P swarm: peers present it to the scheduler and the seed. Mage gets it with its
+ * claimed workflow (only for that workflow's image); `dragonfly p2p token` prints it for other peers.
+ */
+export function p2pToken(secret: Buffer, sha256: string): string {
+  return createHmac('sha256', secret).update('p2p:').update(sha256.toLowerCase()).digest('hex');
+}
+
+/** Constant-time check of a presented P2P token for an image. */
+export function verifyP2pToken(secret: Buffer, sha256: string, presented: string | undefined): boolean {
+  if (!presented || !/^[0-9a-f]{64}$/.test(presented)) return false;
+  return timingSafeEqual(Buffer.from(p2pToken(secret, sha256), 'hex'), Buffer.from(presented, 'hex'));
+}
+
 /** Constant-time check of a presented token. */
 export function verifyWorkflowToken(secret: Buffer, workflowId: string, presented: string | undefined): boolean {
   if (!presented || !/^[0-9a-f]{64}$/.test(presented)) return false;

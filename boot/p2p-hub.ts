@@ -1,0 +1,176 @@
+// The P2P scheduler inside `dragonfly serve`: one ImageScheduler per image being distributed, the seed that
+// fronts each image's origin, and the long polls that carry availability to peers (never busy polling).
+// The HTTP side is routes-p2p.ts; the decisions are p2p/scheduler.ts (pure).
+import type { Manifest } from '../p2p/manifest.js';
+import { ImageScheduler } from '../p2p/scheduler.js';
+import type { Workflow } from '../schemas/types.js';
+import { WORKFLOWS } from '../store/keys.js';
+import type { Store } from '../store/store.js';
+
+/** What the hub needs of the seed peer (p2p/seed.ts fits). */
+export interface P2pSeed {
+  prepare(image: { url: string; sha256: string }): Promise<Manifest>;
+  manifest(sha256: string): Manifest | undefined;
+  piece(sha256: string, index: number): Promise<Buffer>;
+}
+
+export interface P2pHubOptions {
+  store: Store;
+  seed: P2pSeed;
+  /** This server as peers reach it: the seed's pieces are served at SERVER/p2p/SHA256/pieces/I. */
+  serverUrl: string;
+  /** Images distributed at once; beyond it the least recently used idle one is forgotten (default 64). */
+  maxImages?: number;
+  /** Held long polls per image (default 10,000: one per peer). */
+  maxWaiters?: number;
+  now?: () => number;
+}
+
+export const SEED_ID = 'seed';
+
+interface ImageState {
+  sha256: string;
+  url: string;
+  manifest: Manifest;
+  scheduler: ImageScheduler;
+  waiters: Set<() => void>;
+  usedAt: number;
+}
+
+export type ManifestAnswer = { kind: 'ready'; manifest: Manifest } | { kind: 'preparing' } | { kind: 'failed'; error: unknown } | { kind: 'unknown' };
+
+export class P2pHub {
+  private readonly images = new Map<string, ImageState>();
+  private readonly preparing = new Map<string, Promise<unknown>>();
+  private readonly failed = new Map<string, unknown>();
+  private readonly now: () => number;
+  private closed = false;
+
+  constructor(private readonly opts: P2pHubOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /**
+   * The image's manifest, preparing it first when the server knows the image (a workflow names it, or it
+   * was preheated): the seed reads the origin once, verifying it against the template's sha256.
+   */
+  async manifestFor(sha256: string): Promise<ManifestAnswer> {
+    const state = this.images.get(sha256);
+    if (state) return { kind: 'ready', manifest: state.manifest };
+    if (this.preparing.has(sha256)) return { kind: 'preparing' };
+    const image = await this.imageNamed(sha256);
+    if (!image) return this.failed.has(sha256) ? { kind: 'failed', error: this.failed.get(sha256) } : { kind: 'unknown' };
+    void this.preheat(image);
+    return this.images.has(sha256) ? { kind: 'ready', manifest: this.images.get(sha256)!.manifest } : { kind: 'preparing' };
+  }
+
+  /** Starts the seed on an image before the first machine asks (an apply that creates workflows, or by hand). */
+  preheat(image: { url: string; sha256: string }): Promise<unknown> {
+    const running = this.preparing.get(image.sha256);
+    if (running) return running;
+    if (this.images.has(image.sha256)) return Promise.resolve(this.images.get(image.sha256)!.manifest);
+    this.failed.delete(image.sha256);
+    const p = this.opts.seed
+      .prepare(image)
+      .then((manifest) => {
+        if (!this.closed) this.adopt(image, manifest);
+        return manifest;
+      })
+      .catch((e: unknown) => {
+        this.failed.set(image.sha256, e);
+        throw e;
+      })
+      .finally(() => this.preparing.delete(image.sha256));
+    this.preparing.set(image.sha256, p);
+    p.catch(() => {}); // the failure is kept in `failed` for the next ask
+    return p;
+  }
+
+  /** The scheduler of a ready image (undefined while it is prepared or when unknown). */
+  scheduler(sha256: string): ImageScheduler | undefined {
+    const state = this.images.get(sha256);
+    if (state) state.usedAt = this.now();
+    return state?.scheduler;
+  }
+
+  /** Wakes the image's long polls when `change` moved the scheduler's revision. */
+  mutate<T>(sha256: string, change: (s: ImageScheduler) => T): T | undefined {
+    const state = this.images.get(sha256);
+    if (!state) return undefined;
+    state.usedAt = this.now();
+    const before = state.scheduler.revision;
+    const result = change(state.scheduler);
+    if (state.scheduler.revision !== before) this.wake(state);
+    return result;
+  }
+
+  /**
+   * Resolves once the image's state changed after `since`, or after `waitMs`: true when it changed.
+   * Returns undefined when the image is unknown or too many polls are held (the caller answers at once).
+   */
+  waitForChange(sha256: string, since: number, waitMs: number, signal?: AbortSignal): Promise<boolean> | undefined {
+    const state = this.images.get(sha256);
+    if (!state) return undefined;
+    if (state.scheduler.changedSince(since) || waitMs <= 0) return Promise.resolve(state.scheduler.changedSince(since));
+    if (state.waiters.size >= (this.opts.maxWaiters ?? 10_000)) return undefined;
+    return new Promise<boolean>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        state.waiters.delete(done);
+        signal?.removeEventListener('abort', done);
+        resolve(state.scheduler.changedSince(since));
+      };
+      const timer = setTimeout(done, waitMs);
+      state.waiters.add(done);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  async seedPiece(sha256: string, index: number): Promise<Buffer | undefined> {
+    const state = this.images.get(sha256);
+    if (!state || !Number.isInteger(index) || index < 0 || index >= state.manifest.pieces.length) return undefined;
+    return this.opts.seed.piece(sha256, index);
+  }
+
+  stats(): { sha256: string; url: string; stats: ReturnType<ImageScheduler['stats']> }[] {
+    return [...this.images.values()].map((s) => ({ sha256: s.sha256, url: s.url, stats: s.scheduler.stats() }));
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const state of this.images.values()) for (const w of [...state.waiters]) w();
+    this.images.clear();
+  }
+
+  private wake(state: ImageState): void {
+    for (const w of [...state.waiters]) w();
+  }
+
+  private adopt(image: { url: string; sha256: string }, manifest: Manifest): void {
+    const max = this.opts.maxImages ?? 64;
+    if (this.images.size >= max) {
+      // The least recently used image goes; its peers re-announce if they still want it.
+      const oldest = [...this.images.values()].sort((a, b) => a.usedAt - b.usedAt)[0]!;
+      for (const w of [...oldest.waiters]) w();
+      this.images.delete(oldest.sha256);
+    }
+    const base = this.opts.serverUrl.replace(/\/+$/, '');
+    const scheduler = new ImageScheduler({
+      size: manifest.size,
+      pieceLength: manifest.pieceLength,
+      seed: { id: SEED_ID, url: base },
+      originUrl: image.url,
+    });
+    this.images.set(image.sha256, { sha256: image.sha256, url: image.url, manifest, scheduler, waiters: new Set(), usedAt: this.now() });
+  }
+
+  /** An image the server may fetch: named by a workflow in the store (so only images a template names). */
+  private async imageNamed(sha256: string): Promise<{ url: string; sha256: string } | undefined> {
+    return this.opts.store.read((snap) => {
+      for (const { value } of snap.list<Workflow>(WORKFLOWS)) {
+        if (value.image && value.image.sha256.toLowerCase() === sha256) return { url: value.image.url, sha256 };
+      }
+      return undefined;
+    });
+  }
+}

@@ -1,0 +1,167 @@
+// The P2P scheduler's HTTP API (routes-p2p.ts) in a real boot server and store. The seed here is a small
+// in-memory one built on the real manifest code (the real seed, p2p/seed.ts, reads an HTTP origin; its own
+// tests cover that): these tests are about who may call, what is checked, and the long poll.
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Bitfield } from '../p2p/bitfield.js';
+import { buildManifest, pieceRange, type Manifest } from '../p2p/manifest.js';
+import type { Workflow } from '../schemas/types.js';
+import { workflowKey } from '../store/keys.js';
+import { LmdbStore } from '../store/lmdb.js';
+import type { P2pSeed } from './p2p-hub.js';
+import { buildServer } from './server.js';
+import { p2pToken } from './tokens.js';
+
+const SECRET = Buffer.alloc(32, 9);
+const IMAGE = randomBytes(9 * 1024 * 1024 + 123); // three pieces of 4 MiB, the last one short
+const SHA = createHash('sha256').update(IMAGE).digest('hex');
+const TOKEN = p2pToken(SECRET, SHA);
+const PIECES = 3;
+
+/** An in-memory seed: prepares on first ask (after a turn, as a real origin read would), serves slices. */
+function memorySeed(): P2pSeed & { prepared: number } {
+  const manifests = new Map<string, Manifest>();
+  const seed = {
+    prepared: 0,
+    async prepare(image: { url: string; sha256: string }) {
+      await new Promise((r) => setTimeout(r, 20));
+      seed.prepared++;
+      const m = await buildManifest((async function* () { yield IMAGE; })(), { expectedSha256: image.sha256, size: IMAGE.length });
+      manifests.set(image.sha256, m);
+      return m;
+    },
+    manifest: (sha: string) => manifests.get(sha),
+    async piece(sha: string, i: number) {
+      const { offset, length } = pieceRange(manifests.get(sha)!, i);
+      return IMAGE.subarray(offset, offset + length);
+    },
+  };
+  return seed;
+}
+
+let dir: string;
+let store: LmdbStore;
+let app: FastifyInstance;
+let seed: ReturnType<typeof memorySeed>;
+
+const auth = (token = TOKEN) => ({ authorization: `Bearer ${token}` });
+const base = `/api/v1/p2p/images/${SHA}`;
+const join = (peerId: string, ip: string, have = new Bitfield(PIECES)) =>
+  app.inject({ method: 'POST', url: `${base}/peers`, headers: auth(), remoteAddress: ip, payload: { peerId, url: `http://${ip}:7000`, have: have.toBase64() } });
+
+async function manifestReady(): Promise<Manifest> {
+  for (let i = 0; i < 100; i++) {
+    const r = await app.inject({ url: `${base}/manifest`, headers: auth() });
+    if (r.statusCode === 200) return r.json() as Manifest;
+    expect(r.statusCode).toBe(202);
+    expect(r.headers['retry-after']).toBe('2');
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  throw new Error('the manifest never became ready');
+}
+
+beforeEach(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dragonfly-p2p-routes-'));
+  store = LmdbStore.open(dir);
+  // The server prepares only images a workflow names.
+  const wf = { id: 'wf-p2p', mac: '52:54:00:00:00:01', machine: 'm', assignment: 'a', template: 't', generation: 1, state: 'pending', reimage: false, createdAt: new Date(0).toISOString(), actions: [], image: { url: 'http://images.example/os.raw', sha256: SHA } } as unknown as Workflow;
+  await store.commit({ put: [{ key: workflowKey(wf.id), value: wf }] });
+  seed = memorySeed();
+  app = await buildServer({ store, secret: SECRET, serverUrl: 'http://10.0.0.1:8080', apiToken: 'admin-token', p2pSeed: seed });
+});
+afterEach(async () => {
+  await app.close();
+  await store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('P2P API', () => {
+  it('is closed to anyone without the image\'s token (a random one, another image\'s, another server\'s, none)', async () => {
+    for (const headers of [{}, auth('ab'.repeat(32)), auth(p2pToken(SECRET, 'cd'.repeat(32))), auth(p2pToken(Buffer.alloc(32, 1), SHA))]) {
+      const r = await app.inject({ url: `${base}/manifest`, headers });
+      expect(r.statusCode).toBe(401);
+      expect(r.json().error.code).toBe('DF_ERR_UNAUTHORIZED');
+    }
+    expect((await app.inject({ url: `${base}/manifest`, headers: auth('admin-token') })).statusCode).not.toBe(401);
+    expect(seed.prepared).toBe(0);
+  });
+
+  it('prepares only images a workflow names; 202 while the seed reads it, then the manifest', async () => {
+    const other = 'ef'.repeat(32);
+    const r = await app.inject({ url: `/api/v1/p2p/images/${other}/manifest`, headers: auth(p2pToken(SECRET, other)) });
+    expect(r.statusCode).toBe(404);
+    const m = await manifestReady();
+    expect(m).toMatchObject({ version: 1, size: IMAGE.length, sha256: SHA, pieceLength: 4 * 1024 * 1024 });
+    expect(m.pieces).toHaveLength(PIECES);
+    expect(seed.prepared).toBe(1);
+    // Malformed image names are not found, never echoed.
+    expect((await app.inject({ url: '/api/v1/p2p/images/..%2f..%2fetc/manifest', headers: auth() })).statusCode).toBe(404);
+  });
+
+  it('refuses a peer whose piece server is not on its own address, and a malformed bitfield', async () => {
+    await manifestReady();
+    const lying = await app.inject({ method: 'POST', url: `${base}/peers`, headers: auth(), remoteAddress: '10.0.0.5', payload: { peerId: 'peer-aaaa', url: 'http://10.0.0.99:7000', have: new Bitfield(PIECES).toBase64() } });
+    expect(lying.statusCode).toBe(400);
+    expect(lying.json().error.message).toMatch(/address this request comes from/);
+    const badBits = await app.inject({ method: 'POST', url: `${base}/peers`, headers: auth(), remoteAddress: '10.0.0.5', payload: { peerId: 'peer-aaaa', url: 'http://10.0.0.5:7000', have: '////' } });
+    expect(badBits.statusCode).toBe(400);
+    expect(badBits.json().error.code).toBe('DF_ERR_P2P_BITFIELD');
+    const hostName = await app.inject({ method: 'POST', url: `${base}/peers`, headers: auth(), remoteAddress: '10.0.0.5', payload: { peerId: 'peer-aaaa', url: 'http://evil.example:7000', have: new Bitfield(PIECES).toBase64() } });
+    expect(hostName.statusCode).toBe(400);
+  });
+
+  it('long-polls parents: held until another peer holds a piece, then names it', async () => {
+    await manifestReady();
+    expect((await join('peer-aaaa', '10.0.0.5')).statusCode).toBe(200);
+    const joined = await join('peer-bbbb', '10.0.0.6');
+    const { revision } = joined.json() as { revision: number };
+    let answered = false;
+    const held = app.inject({ url: `${base}/peers/peer-bbbb/parents?since=${revision}&wait=20`, headers: auth(), remoteAddress: '10.0.0.6' }).then((r) => {
+      answered = true;
+      return r;
+    });
+    await new Promise((r) => setTimeout(r, 150));
+    expect(answered).toBe(false);
+    const have = await app.inject({ method: 'POST', url: `${base}/peers/peer-aaaa/have`, headers: auth(), remoteAddress: '10.0.0.5', payload: { pieces: [0, 1] } });
+    expect(have.statusCode).toBe(204);
+    const r = await held;
+    expect(r.statusCode).toBe(200);
+    const body = r.json() as { revision: number; parents: { peerId: string; url: string; have: string }[] };
+    expect(body.revision).toBeGreaterThan(revision);
+    const a = body.parents.find((p) => p.peerId === 'peer-aaaa')!;
+    expect(a.url).toBe('http://10.0.0.5:7000');
+    const bits = Bitfield.fromBase64(a.have, PIECES);
+    expect([bits.has(0), bits.has(1), bits.has(2)]).toEqual([true, true, false]);
+  });
+
+  it('grants a piece of the origin to one peer at a time, and drops a parent reported bad', async () => {
+    await manifestReady();
+    await join('peer-aaaa', '10.0.0.5');
+    await join('peer-bbbb', '10.0.0.6');
+    const first = await app.inject({ method: 'POST', url: `${base}/peers/peer-aaaa/origin`, headers: auth(), payload: { pieces: [0] } });
+    expect(first.json()).toMatchObject({ kind: 'granted', piece: 0, url: 'http://10.0.0.1:8080' });
+    const second = await app.inject({ method: 'POST', url: `${base}/peers/peer-bbbb/origin`, headers: auth(), payload: { pieces: [0] } });
+    expect(second.json()).toMatchObject({ kind: 'wait', piece: 0, holder: 'peer-aaaa' });
+
+    await app.inject({ method: 'POST', url: `${base}/peers/peer-aaaa/have`, headers: auth(), payload: { pieces: [0] } });
+    const report = await app.inject({ method: 'POST', url: `${base}/peers/peer-bbbb/report`, headers: auth(), payload: { parent: 'peer-aaaa', piece: 0, kind: 'bad' } });
+    expect(report.json()).toEqual({ kind: 'dropped' });
+    const again = await join('peer-aaaa', '10.0.0.5');
+    expect(again.statusCode).toBe(403);
+  });
+
+  it('serves the seed\'s pieces to token holders only, by index', async () => {
+    const m = await manifestReady();
+    const r = await app.inject({ url: `/p2p/${SHA}/pieces/2`, headers: auth() });
+    expect(r.statusCode).toBe(200);
+    const { offset, length } = pieceRange(m, 2);
+    expect(r.rawPayload.equals(IMAGE.subarray(offset, offset + length))).toBe(true);
+    expect((await app.inject({ url: `/p2p/${SHA}/pieces/2` })).statusCode).toBe(401);
+    expect((await app.inject({ url: `/p2p/${SHA}/pieces/3`, headers: auth() })).statusCode).toBe(404);
+    expect((await app.inject({ url: `/p2p/${SHA}/pieces/-1`, headers: auth() })).statusCode).toBe(404);
+  });
+});
