@@ -168,6 +168,17 @@ export const ERRORS = {
   DF_ERR_P2P_MANIFEST: spec('a piece manifest fails its checks', 'nothing from this manifest is used; check that the peer and the server run the same Dragonfly version, and the network path between them'),
   DF_ERR_P2P_BITFIELD: spec('a piece bitfield is malformed', 'send the base64 of ceil(pieces / 8) bytes, most significant bit first, with the spare bits of the last byte clear'),
   DF_ERR_RATE: spec('malformed rate', 'write a number and a unit per second, e.g. 20MB/s, 100Mbit/s, 1.5GiB/s, 500KB/s, 8kbit/s; or 0 or unlimited for no limit'),
+  DF_ERR_P2P_ORIGIN: spec(
+    "the seed cannot read the image from its URL (the origin)",
+    "read the reason: make the template's image URL answer the server with the file, its Content-Length and Range requests (206); the seed tries again on the next request",
+    503,
+  ),
+  DF_ERR_P2P_PIECE_SHA256: spec(
+    "a piece's bytes do not match its sha256 in the manifest",
+    'nothing of the piece is used; if the image server sent it, the file at the URL changed since the manifest was built: restore it, or update the template',
+    500,
+  ),
+  DF_ERR_P2P_NOT_PREPARED: spec('the seed holds no manifest for this image', 'prepare the image first (dragonfly p2p preheat, or ask for its manifest and wait while it answers 202)', 404),
   // Warnings
   DF_WARN_EMPTY_SELECTOR: spec('a selector matches no machine', 'check the labels; the assignment does nothing until a machine matches'),
 } as const satisfies Record<string, ErrorSpec>;
