@@ -28,7 +28,7 @@ export const p2pRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: P2pHub }
     const presented = bearerToken(req);
     if (verifyP2pToken(deps.secret, req.params.sha256, presented)) return;
     if (roleOf(presented, deps) === 'admin') return;
-    throw new DragonflyError('DF_ERR_UNAUTHORIZED', "P2P calls need Authorization: Bearer with the image's P2P token (dragonfly p2p token)");
+    throw new DragonflyError('DF_ERR_UNAUTHORIZED', "P2P calls need Authorization: Bearer with the image's P2P token (given to the peers that fetch it) or the admin token");
   };
   const notFound = refusing({ params: ['DF_ERR_NOT_FOUND', 'no such image or peer'] });
   const image = { schema: { params: def('api', 'P2pImageParams') }, schemaErrorFormatter: notFound, preHandler: swarmMember };

@@ -16,7 +16,8 @@ import { Controller } from '../reconciler/controller.js';
 import { sanitizeUrl } from '../reconciler/sources/credentials.js';
 import { GitSource, gitCacheDir } from '../reconciler/sources/git-source.js';
 import { followDirectory, followGit, type Follower } from '../reconciler/sources/follow.js';
-import { parseDuration } from '../schemas/formats.js';
+import { FORMATS, parseDuration, parseSize } from '../schemas/formats.js';
+import { Seed } from '../p2p/seed.js';
 import { errorBody } from '../boot/http-errors.js';
 import { ensureMageImage } from '../mage/build/reuse.js';
 import type { Io } from './output.js';
@@ -65,6 +66,8 @@ changes nothing and is reported (\`dragonfly status\`) until a valid one arrives
   --max-discovered N           Discovered machines (seen, not in git) the store may hold (default 10000);
                        new MACs are also limited to 60 a minute per source address
   --max-events N               events the store keeps (default 100000); the oldest are trimmed every minute
+  --p2p-cache-size SIZE        disk the P2P seed may use for image pieces, in STATE/p2p (default 8GiB;
+                               least recently used pieces are evicted and read again from the origin)
   --max-streams N              event streams open at once (default 4096); --max-streams-per-address N (64)
   --max-connections N          HTTP connections at once (default 4096); --max-connections-per-address N (256)
 
@@ -101,6 +104,7 @@ export interface ServeOptions {
   maxConnectionsPerAddress?: string;
   maxDiscovered?: string;
   maxEvents?: string;
+  p2pCacheSize?: string;
   logFormat?: string;
 }
 
@@ -108,6 +112,13 @@ function count(text: string | undefined, flag: string): number | undefined {
   if (text === undefined) return undefined;
   if (!/^\d{1,7}$/.test(text) || Number(text) < 1) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `${flag} takes a whole number of at least 1, not ${JSON.stringify(text)}`);
   return Number(text);
+}
+
+/** A size such as 8GiB or 500MB (schemas/formats.ts), at least 64 MiB: a cache must hold a few pieces. */
+function sizeOption(text: string, flag: string): number {
+  const bytes = FORMATS.size!.validate(text) ? parseSize(text) : Number.NaN;
+  if (!(bytes >= 64 * 2 ** 20)) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `${flag} takes a size of at least 64MiB, such as 8GiB or 500GB, not ${JSON.stringify(text)}`);
+  return bytes;
 }
 
 /** A token from a file (first line) or the environment; an empty one counts as none. */
@@ -226,6 +237,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
     maxConnectionsPerAddress: count(opts.maxConnectionsPerAddress, '--max-connections-per-address'),
     maxDiscovered: count(opts.maxDiscovered, '--max-discovered'),
     maxEvents: count(opts.maxEvents, '--max-events'),
+    p2pCacheBytes: sizeOption(opts.p2pCacheSize ?? '8GiB', '--p2p-cache-size'),
   };
   const stateDir = stateDirFrom(opts.state);
   const publicUrl = opts.publicUrl ?? `http://${http.host === '0.0.0.0' || http.host === '::' ? (opts.dhcpIp ?? firstIpv4()) : http.host}:${http.port}`;
@@ -268,6 +280,10 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
       log.info({ source, manual: opts.manual ?? false, ...(git ? { pollMs, webhooks: webhookSecret !== undefined } : {}) }, 'following the fleet');
     }
 
+    // The P2P seed: the one reader of each image's origin, for the machines that fetch it together (docs/p2p.md).
+    const seed = new Seed({ cacheDir: path.join(stateDir, 'p2p'), maxCacheBytes: limits.p2pCacheBytes, log: log.child({ part: 'p2p-seed' }) });
+    closers.unshift(() => seed.close());
+
     let tftpServer: Awaited<ReturnType<typeof startTftpServer>> | undefined;
     const app = await buildServer({
       store,
@@ -290,6 +306,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
       ...(webhookSecret ? { webhookSecret } : {}),
       ...(git ? { webhookBranch: git.branch, onWebhookPush: () => follower?.fetchNow() } : {}),
       tftpStats: () => tftpServer?.stats() ?? { transfers: 0, bytes: 0, errors: 0, active: 0 },
+      p2pSeed: seed,
       logger: log,
     });
     closers.unshift(() => app.close());
