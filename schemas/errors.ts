@@ -168,6 +168,9 @@ export const ERRORS = {
   DF_ERR_P2P_MANIFEST: spec('a piece manifest fails its checks', 'nothing from this manifest is used; check that the peer and the server run the same Dragonfly version, and the network path between them'),
   DF_ERR_P2P_BITFIELD: spec('a piece bitfield is malformed', 'send the base64 of ceil(pieces / 8) bytes, most significant bit first, with the spare bits of the last byte clear'),
   DF_ERR_RATE: spec('malformed rate', 'write a number and a unit per second, e.g. 20MB/s, 100Mbit/s, 1.5GiB/s, 500KB/s, 8kbit/s; or 0 or unlimited for no limit'),
+  DF_ERR_P2P_NO_PIECE: spec('this peer does not serve that piece', 'ask another parent: a peer serves only the pieces of its announced bitfield, of the one image it fetches', 404),
+  DF_ERR_P2P_BUSY: spec('the peer is at its upload cap', 'retry after the Retry-After seconds, or fetch the piece from another parent', 503),
+  DF_ERR_P2P_PIECE_READ: spec('the peer cannot read a piece it holds', "fetch the piece from another parent; on that peer, read its log: the disk or file holding the image failed", 500),
   DF_ERR_P2P_ORIGIN: spec(
     "the seed cannot read the image from its URL (the origin)",
     "read the reason: make the template's image URL answer the server with the file, its Content-Length and Range requests (206); the seed tries again on the next request",
