@@ -66,7 +66,7 @@ export function workflowToken(secret: Buffer, workflowId: string): string {
 
 /**
  * The token of one image's P2P swarm: peers present it to the scheduler and the seed. Mage gets it with its
- * claimed workflow (only for that workflow's image); other peers get it from an operator.
+ * claimed workflow (only for that workflow's image; not wired yet, issue #13); other peers get it from an operator.
  */
 export function p2pToken(secret: Buffer, sha256: string): string {
   return createHmac('sha256', secret).update('p2p:').update(sha256.toLowerCase()).digest('hex');
