@@ -113,7 +113,7 @@ export class ManifestBuilder {
  * announces (Content-Length), needed only when the template has no size.
  */
 export async function buildManifest(
-  source: AsyncIterable<Uint8Array>,
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   opts: { expectedSha256: string; expectedSize?: number; size?: number },
 ): Promise<Manifest> {
   const size = opts.expectedSize ?? opts.size;
