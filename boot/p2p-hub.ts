@@ -45,9 +45,37 @@ export class P2pHub {
   private readonly failed = new Map<string, unknown>();
   private readonly now: () => number;
   private closed = false;
+  private unwatch: (() => void) | undefined;
 
   constructor(private readonly opts: P2pHubOptions) {
     this.now = opts.now ?? Date.now;
+  }
+
+  /**
+   * Preheat: a workflow that appears pending with an image starts the seed on that image at once, before
+   * the first machine asks (whether the controller or `dragonfly apply` in another process wrote it).
+   */
+  async start(): Promise<void> {
+    const from = await this.opts.store.read((s) => s.revision);
+    const follow = (rev: number) => {
+      if (this.closed) return;
+      this.unwatch = this.opts.store.watch(
+        WORKFLOWS,
+        rev,
+        (changes) => {
+          const keys = changes.filter((c) => c.type === 'put').map((c) => c.key);
+          if (keys.length === 0) return;
+          void this.opts.store
+            .read((snap) => keys.map((k) => snap.get<Workflow>(k)?.value))
+            .then((wfs) => {
+              for (const wf of wfs) if (wf?.state === 'pending' && wf.image) void this.preheat({ url: wf.image.url, sha256: wf.image.sha256.toLowerCase() }).catch(() => {});
+            });
+        },
+        // Changes were compacted away: what they held is preheated when a peer asks for its manifest.
+        () => void this.opts.store.read((s) => s.revision).then(follow, () => {}),
+      );
+    };
+    follow(from);
   }
 
   /**
@@ -77,6 +105,8 @@ export class P2pHub {
         return manifest;
       })
       .catch((e: unknown) => {
+        // Bounded like everything else: the oldest failures are forgotten (a later ask tries again).
+        if (this.failed.size >= 256) this.failed.delete(this.failed.keys().next().value!);
         this.failed.set(image.sha256, e);
         throw e;
       })
@@ -132,12 +162,18 @@ export class P2pHub {
     return this.opts.seed.piece(sha256, index);
   }
 
-  stats(): { sha256: string; url: string; stats: ReturnType<ImageScheduler['stats']> }[] {
-    return [...this.images.values()].map((s) => ({ sha256: s.sha256, url: s.url, stats: s.scheduler.stats() }));
+  /** Every image the hub knows, for operators: being prepared, failed, or distributed (with its swarm's figures). */
+  list(): { sha256: string; state: 'preparing' | 'failed' | 'ready'; url?: string; stats?: ReturnType<ImageScheduler['stats']> }[] {
+    const out: ReturnType<P2pHub['list']> = [];
+    for (const s of this.images.values()) out.push({ sha256: s.sha256, state: 'ready', url: s.url, stats: s.scheduler.stats() });
+    for (const sha256 of this.preparing.keys()) out.push({ sha256, state: 'preparing' });
+    for (const sha256 of this.failed.keys()) if (!this.preparing.has(sha256) && !this.images.has(sha256)) out.push({ sha256, state: 'failed' });
+    return out;
   }
 
   close(): void {
     this.closed = true;
+    this.unwatch?.();
     for (const state of this.images.values()) for (const w of [...state.waiters]) w();
     this.images.clear();
   }

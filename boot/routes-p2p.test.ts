@@ -72,6 +72,7 @@ beforeEach(async () => {
   await store.commit({ put: [{ key: workflowKey(wf.id), value: wf }] });
   seed = memorySeed();
   app = await buildServer({ store, secret: SECRET, serverUrl: 'http://10.0.0.1:8080', apiToken: 'admin-token', p2pSeed: seed });
+  await app.ready(); // as listen() would: the hub follows the store from here
 });
 afterEach(async () => {
   await app.close();
@@ -163,5 +164,30 @@ describe('P2P API', () => {
     expect((await app.inject({ url: `/p2p/${SHA}/pieces/2` })).statusCode).toBe(401);
     expect((await app.inject({ url: `/p2p/${SHA}/pieces/3`, headers: auth() })).statusCode).toBe(404);
     expect((await app.inject({ url: `/p2p/${SHA}/pieces/-1`, headers: auth() })).statusCode).toBe(404);
+  });
+
+  it('preheats: a new pending workflow naming the image starts the seed before any machine asks', async () => {
+    expect(seed.prepared).toBe(0);
+    const wf = { id: 'wf-p2p-2', mac: '52:54:00:00:00:02', machine: 'm2', assignment: 'a', template: 't', generation: 1, state: 'pending', reimage: false, createdAt: new Date(0).toISOString(), actions: [], image: { url: 'http://images.example/os.raw', sha256: SHA } } as unknown as Workflow;
+    await store.commit({ put: [{ key: workflowKey(wf.id), value: wf }] });
+    for (let i = 0; i < 200 && seed.prepared === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(seed.prepared).toBe(1);
+    const list = await app.inject({ url: '/api/v1/p2p/images', headers: auth('admin-token') });
+    expect(list.json()).toMatchObject({ images: [{ sha256: SHA, state: 'ready', stats: { pieces: PIECES, peers: 0 } }] });
+    // Asked again, the image is not read again.
+    await manifestReady();
+    expect(seed.prepared).toBe(1);
+  });
+
+  it('preheats by hand for the admin only; the image list needs a token too', async () => {
+    const body = { url: 'http://images.example/other.raw', sha256: SHA };
+    expect((await app.inject({ method: 'POST', url: '/api/v1/p2p/preheat', payload: body })).statusCode).toBe(401);
+    expect((await app.inject({ method: 'POST', url: '/api/v1/p2p/preheat', headers: auth(), payload: body })).statusCode).toBe(401);
+    expect((await app.inject({ method: 'POST', url: '/api/v1/p2p/preheat', headers: auth('admin-token'), payload: { ...body, url: 'file:///etc/passwd' } })).statusCode).toBe(400);
+    const r = await app.inject({ method: 'POST', url: '/api/v1/p2p/preheat', headers: auth('admin-token'), payload: body });
+    expect(r.statusCode).toBe(202);
+    for (let i = 0; i < 200 && seed.prepared === 0; i++) await new Promise((res) => setTimeout(res, 10));
+    expect(seed.prepared).toBe(1);
+    expect((await app.inject({ url: '/api/v1/p2p/images' })).statusCode).toBe(401);
   });
 });

@@ -5,7 +5,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { Bitfield } from '../p2p/bitfield.js';
 import { DragonflyError } from '../schemas/errors.js';
-import { roleOf, bearerToken } from './auth.js';
+import { bearerToken, requireRole, roleOf } from './auth.js';
 import type { BootServerDeps } from './deps.js';
 import { errorBody } from './http-errors.js';
 import type { P2pHub } from './p2p-hub.js';
@@ -143,6 +143,21 @@ export const p2pRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: P2pHub }
     hub.mutate(req.params.sha256, (s) => s.leave(req.params.peerId));
     return reply.code(204).send();
   });
+
+  // Preheat by hand (`dragonfly p2p preheat`): an admin names an image; the seed reads it now.
+  app.post<{ Body: { url: string; sha256: string } }>(
+    '/api/v1/p2p/preheat',
+    { schema: { body: def('api', 'P2pPreheat') }, preHandler: async (req) => void requireRole(req, deps, 'admin') },
+    async (req, reply) => {
+      const image = { url: req.body.url, sha256: req.body.sha256 };
+      void hub.preheat(image).catch((err: unknown) => req.log.warn({ sha256: image.sha256, err }, 'p2p: preheat failed'));
+      req.log.info({ sha256: image.sha256 }, 'p2p: preheat');
+      return reply.code(202).send({ sha256: image.sha256, state: hub.scheduler(image.sha256) ? 'ready' : 'preparing' });
+    },
+  );
+
+  // For operators (and the console's /p2p page): each image, its state, and its swarm's figures.
+  app.get('/api/v1/p2p/images', { preHandler: async (req) => void requireRole(req, deps, 'read') }, async () => ({ images: hub.list() }));
 
   // The seed's piece server: the same path every peer serves (p2p/piece-server.ts).
   app.get<{ Params: { sha256: string; index: number } }>(

@@ -211,6 +211,7 @@ export async function buildServer(deps: BootServerDeps): Promise<FastifyInstance
   await app.register(webhookRoutes, { deps });
   if (deps.p2pSeed) {
     const p2p = new P2pHub({ store: deps.store, seed: deps.p2pSeed, serverUrl });
+    app.addHook('onReady', async () => p2p.start());
     app.addHook('preClose', async () => p2p.close());
     await app.register(p2pRoutes, { deps, hub: p2p });
   }
