@@ -6,6 +6,7 @@ import { ImageScheduler } from '../p2p/scheduler.js';
 import type { Workflow } from '../schemas/types.js';
 import { WORKFLOWS } from '../store/keys.js';
 import type { Store } from '../store/store.js';
+import { withServerUrl } from './server-url.js';
 
 /** What the hub needs of the seed peer (p2p/seed.ts fits). */
 export interface P2pSeed {
@@ -68,7 +69,7 @@ export class P2pHub {
           void this.opts.store
             .read((snap) => keys.map((k) => snap.get<Workflow>(k)?.value))
             .then((wfs) => {
-              for (const wf of wfs) if (wf?.state === 'pending' && wf.image) void this.preheat({ url: wf.image.url, sha256: wf.image.sha256.toLowerCase() }).catch(() => {});
+              for (const wf of wfs) if (wf?.state === 'pending' && wf.image) void this.preheat(this.imageOf(wf.image)).catch(() => {});
             });
         },
         // Changes were compacted away: what they held is preheated when a peer asks for its manifest.
@@ -200,11 +201,16 @@ export class P2pHub {
     this.images.set(image.sha256, { sha256: image.sha256, url: image.url, manifest, scheduler, waiters: new Set(), usedAt: this.now() });
   }
 
+  /** A workflow's image as the seed reads it: ${server.url} filled in, the digest in lowercase. */
+  private imageOf(image: { url: string; sha256: string }): { url: string; sha256: string } {
+    return { url: withServerUrl(image.url, this.opts.serverUrl.replace(/\/+$/, '')), sha256: image.sha256.toLowerCase() };
+  }
+
   /** An image the server may fetch: named by a workflow in the store (so only images a template names). */
   private async imageNamed(sha256: string): Promise<{ url: string; sha256: string } | undefined> {
     return this.opts.store.read((snap) => {
       for (const { value } of snap.list<Workflow>(WORKFLOWS)) {
-        if (value.image && value.image.sha256.toLowerCase() === sha256) return { url: value.image.url, sha256 };
+        if (value.image && value.image.sha256.toLowerCase() === sha256) return this.imageOf(value.image);
       }
       return undefined;
     });

@@ -17,6 +17,7 @@ import { bearerToken as bearer } from './auth.js';
 import { claimSecretMatches, secretSha256, verifyWorkflowToken } from './tokens.js';
 import { MachineWaiters } from './waiters.js';
 import { def, refusing, type Refusal } from './route-schemas.js';
+import { withServerUrl } from './server-url.js';
 
 const POLL_SECONDS = 10;
 /** A held registration looks at the record again this often, in case a wake-up was missed (see MachineWaiters). */
@@ -38,14 +39,6 @@ const ABOUT_A_WORKFLOW = { schemaErrorFormatter: refusing({ params: NO_WORKFLOW 
 
 interface WorkflowParams {
   id: string;
-}
-
-/** ${server.url} is the one variable left for the server to fill in (reconciler/variables.ts). */
-function withServerUrl<T>(value: T, url: string): T {
-  if (typeof value === 'string') return value.replaceAll('${server.url}', url) as T;
-  if (Array.isArray(value)) return value.map((v) => withServerUrl(v, url)) as T;
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withServerUrl(v, url)])) as T;
-  return value;
 }
 
 export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps; gate: DiscoveryGate }> = async (app, { deps, gate }) => {

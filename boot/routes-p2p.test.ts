@@ -23,11 +23,13 @@ const TOKEN = p2pToken(SECRET, SHA);
 const PIECES = 3;
 
 /** An in-memory seed: prepares on first ask (after a turn, as a real origin read would), serves slices. */
-function memorySeed(): P2pSeed & { prepared: number } {
+function memorySeed(): P2pSeed & { prepared: number; urls: string[] } {
   const manifests = new Map<string, Manifest>();
   const seed = {
     prepared: 0,
+    urls: [] as string[],
     async prepare(image: { url: string; sha256: string }) {
+      seed.urls.push(image.url);
       await new Promise((r) => setTimeout(r, 20));
       seed.prepared++;
       const m = await buildManifest((async function* () { yield IMAGE; })(), { expectedSha256: image.sha256, size: IMAGE.length });
@@ -168,10 +170,12 @@ describe('P2P API', () => {
 
   it('preheats: a new pending workflow naming the image starts the seed before any machine asks', async () => {
     expect(seed.prepared).toBe(0);
-    const wf = { id: 'wf-p2p-2', mac: '52:54:00:00:00:02', machine: 'm2', assignment: 'a', template: 't', generation: 1, state: 'pending', reimage: false, createdAt: new Date(0).toISOString(), actions: [], image: { url: 'http://images.example/os.raw', sha256: SHA } } as unknown as Workflow;
+    // An image the server itself serves: ${server.url} is filled in as it is for Mage.
+    const wf = { id: 'wf-p2p-2', mac: '52:54:00:00:00:02', machine: 'm2', assignment: 'a', template: 't', generation: 1, state: 'pending', reimage: false, createdAt: new Date(0).toISOString(), actions: [], image: { url: '${server.url}/images/os.raw', sha256: SHA.toUpperCase() } } as unknown as Workflow;
     await store.commit({ put: [{ key: workflowKey(wf.id), value: wf }] });
     for (let i = 0; i < 200 && seed.prepared === 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(seed.prepared).toBe(1);
+    expect(seed.urls).toEqual(['http://10.0.0.1:8080/images/os.raw']);
     const list = await app.inject({ url: '/api/v1/p2p/images', headers: auth('admin-token') });
     expect(list.json()).toMatchObject({ images: [{ sha256: SHA, state: 'ready', stats: { pieces: PIECES, peers: 0 } }] });
     // Asked again, the image is not read again.
