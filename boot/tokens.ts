@@ -17,6 +17,18 @@ function parseSecret(file: string, text: string): Buffer {
   return Buffer.from(text.slice(0, 64), 'hex');
 }
 
+/** The server secret of a state directory, never creating one (commands that only sign: `dragonfly p2p token`). */
+export function readSecret(stateDir: string): Buffer {
+  const file = path.join(stateDir, SECRET_FILE);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'latin1');
+  } catch (e) {
+    throw new DragonflyError('DF_ERR_SECRET_FILE', `cannot read the server secret ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { path: file });
+  }
+  return parseSecret(file, text);
+}
+
 /**
  * The server secret, created on first use: written to a temp file, fsynced, then linked into place, so
  * the file is either absent or whole (mode 0600). Several servers sharing a state dir share it.

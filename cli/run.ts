@@ -23,6 +23,7 @@ Commands:
   history    list every apply (audit log)
   name       print the memorable name of a MAC
   schemas    print the JSON Schemas, or Kubernetes CRDs with --crd
+  p2p        P2P image distribution: preheat an image, the swarms' status, an image's peer token
 
 Run \`dragonfly COMMAND --help\` for a command's options.
 `;
@@ -44,6 +45,7 @@ const HELP: Record<string, () => Promise<string>> = {
   resume: async () => (await import('./status.js')).suspendHelp,
   watch: async () => (await import('./watch.js')).watchHelp,
   mage: async () => (await import('./mage.js')).mageHelp,
+  p2p: async () => (await import('./p2p.js')).p2pHelp,
 };
 
 const OPTIONS = {
@@ -98,6 +100,7 @@ const OPTIONS = {
   'no-reboot': { type: 'boolean' },
   'kernel-package': { type: 'string' },
   node: { type: 'string' },
+  sha256: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -117,6 +120,7 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   resume: ['state'],
   watch: ['server', 'since', 'json', 'token-file'],
   mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'template', 'set', 'kexec', 'out', 'kernel-package', 'node'],
+  p2p: ['template', 'fleet', 'server', 'token-file', 'sha256', 'state', 'json'],
 };
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -146,7 +150,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (unexpected.length > 0) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `${command} does not take --${unexpected.join(', --')}`, {}, `run \`dragonfly ${command} --help\``));
   }
-  const maxPositionals = command === 'diff' ? 2 : command === 'apply' || command === 'name' || command === 'schemas' || command === 'mage' || command === 'machines' ? 1 : 0;
+  const maxPositionals = command === 'diff' ? 2 : command === 'apply' || command === 'name' || command === 'schemas' || command === 'mage' || command === 'machines' || command === 'p2p' ? 1 : 0;
   if (positionals.length > maxPositionals) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `unexpected argument "${positionals[maxPositionals]}"`, {}, `run \`dragonfly ${command} --help\``));
   }
@@ -231,6 +235,8 @@ export async function run(argv: string[], io: Io): Promise<number> {
         if (positionals[0] === 'run') return await (await import('./mage.js')).mageRunCommand({ template: v.template, disk: v.disk, set: v.set ?? [], kexec: v.kexec }, io);
         if (positionals[0] !== undefined) return reportError(io, new DragonflyError('DF_ERR_USAGE', `unknown mage subcommand "${positionals[0]}"`, {}, 'dragonfly mage run --help'));
         return await (await import('./mage.js')).mageCommand({ server: v.server, mac: v.mac, root: v.root, disk: v.disk, noReboot: v['no-reboot'] }, io);
+      case 'p2p':
+        return await (await import('./p2p.js')).p2pCommand({ sub: positionals[0], template: v.template, fleet: v.fleet, server: v.server, tokenFile: v['token-file'], sha256: v.sha256, state: v.state, json }, io);
     }
     return 1;
   } catch (e) {
