@@ -182,6 +182,21 @@ export const ERRORS = {
     500,
   ),
   DF_ERR_P2P_NOT_PREPARED: spec('the seed holds no manifest for this image', 'prepare the image first (dragonfly p2p preheat, or ask for its manifest and wait while it answers 202)', 404),
+  DF_ERR_P2P_SCHEDULER: spec(
+    "the server's P2P API cannot be reached, or answered something a peer cannot use",
+    'check --server (the dragonfly serve URL, as this machine reaches it) and that the server runs; a peer keeps downloading from the parents it knows while the server is away',
+    503,
+  ),
+  DF_ERR_P2P_UNAVAILABLE: spec(
+    'the server does not distribute this image to this peer',
+    "read the server's reason: no workflow names this image's sha256, the seed could not read the image, the swarm is full, or this peer was dropped; fetch the image directly from its URL",
+    503,
+  ),
+  DF_ERR_P2P_STALLED: spec(
+    'no piece of the image arrived for too long',
+    'no peer holds the missing pieces and the scheduler refuses the origin (its byte budget is spent, or it is forbidden): retry when other peers hold them, or allow the direct fallback (peer get --origin-fallback)',
+    503,
+  ),
   // Warnings
   DF_WARN_EMPTY_SELECTOR: spec('a selector matches no machine', 'check the labels; the assignment does nothing until a machine matches'),
 } as const satisfies Record<string, ErrorSpec>;

@@ -1,0 +1,139 @@
+// The downloading peer against the real thing, in one process: the boot server with its P2P API, the real seed
+// reading a real image server, and several peers on 127.0.0.1 fetching one image together, each with its own
+// piece server. Figures are asserted as bounds on counts and bytes, never on time.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MiB, sha256Of, startP2pWorld, type P2pWorld } from '../test/p2p-world.js';
+import { fetchImage, type FetchImageOptions, type FetchImageResult } from './peer.js';
+import type { PieceStore } from './piece-store.js';
+import { TokenBucket } from './rate.js';
+
+// 10 pieces of 4 MiB, the last one short.
+const SIZE = 38 * MiB + 4321;
+const PEERS = 6;
+
+let world: P2pWorld;
+beforeEach(async () => {
+  world = await startP2pWorld(SIZE);
+});
+afterEach(async () => {
+  await world.close();
+});
+
+function options(i: number, extra: Partial<FetchImageOptions> = {}): FetchImageOptions {
+  return {
+    server: world.serverUrl,
+    sha256: world.sha256,
+    token: world.token,
+    size: SIZE,
+    output: { kind: 'file', path: outPath(i), atomic: true },
+    lingerMs: 10_000,
+    lingerIdleMs: 1_000,
+    ...extra,
+  };
+}
+
+const outPath = (i: number) => path.join(world.dir, `out-${i}.raw`);
+
+function outputIsTheImage(i: number): boolean {
+  return sha256Of(fs.readFileSync(outPath(i))) === world.sha256;
+}
+
+const sum = (results: FetchImageResult[], f: (r: FetchImageResult) => number) => results.reduce((a, r) => a + f(r), 0);
+
+describe('fetchImage: peers fetching one image together', () => {
+  it(`${PEERS} peers starting together: every output is the image, the origin serves it once, pieces go peer to peer`, async () => {
+    const results = await Promise.all(Array.from({ length: PEERS }, (_, i) => fetchImage(options(i))));
+    for (let i = 0; i < PEERS; i++) expect(outputIsTheImage(i), `peer ${i}`).toBe(true);
+    for (let i = 0; i < PEERS; i++) expect(fs.existsSync(`${outPath(i)}.part`)).toBe(false);
+
+    const originRatio = world.origin.bytesSent / SIZE;
+    const seedRatio = sum(results, (r) => r.bytesFromSeed) / SIZE;
+    const peerPieces = sum(results, (r) => r.served.piecesServed);
+    console.log(`p2p peers: origin ${originRatio.toFixed(3)}x the image, seed ${seedRatio.toFixed(3)}x, ${peerPieces} pieces served peer to peer of ${PEERS * results[0]!.pieces}`);
+    expect(originRatio).toBeLessThanOrEqual(1.02);
+    expect(peerPieces).toBeGreaterThan(0);
+    expect(sum(results, (r) => r.bytesFromPeers)).toBeGreaterThan(0);
+    // What peers received from peers, their piece servers sent (twins cut short are counted on neither side).
+    expect(sum(results, (r) => r.served.bytesServed)).toBeGreaterThanOrEqual(sum(results, (r) => r.bytesFromPeers));
+    for (const r of results) {
+      expect(r.bytesFromPeers + r.bytesFromSeed + r.bytesFromOrigin).toBe(SIZE);
+      expect(r.badPieces).toBe(0);
+      expect(r.dropped).toBe(false);
+    }
+  }, 30_000);
+
+  it('a peer that serves corrupt pieces is caught, reported and dropped; nobody keeps a corrupt byte and all complete', async () => {
+    // The liar finishes first (from the seed), so that the others find it holding everything.
+    let lies = 0;
+    const corrupt = (store: PieceStore): PieceStore => ({
+      has: (i) => store.has(i),
+      held: () => store.held(),
+      async read(i) {
+        const bytes = await store.read(i);
+        if (!bytes) return bytes;
+        lies++;
+        const copy = Buffer.from(bytes);
+        copy[copy.length >> 1]! ^= 0x01;
+        return copy;
+      },
+    });
+    let liarDone!: () => void;
+    const liarComplete = new Promise<void>((r) => (liarDone = r));
+    const liar = fetchImage(
+      options(0, {
+        wrapServedStore: corrupt,
+        lingerMs: 20_000,
+        lingerIdleMs: 20_000,
+        onProgress: (p) => p.piecesDone === p.pieces && liarDone(),
+      }),
+    );
+    await liarComplete;
+    const others = await Promise.all(Array.from({ length: PEERS - 1 }, (_, i) => fetchImage(options(i + 1))));
+    const liarResult = await liar;
+
+    for (let i = 0; i < PEERS; i++) expect(outputIsTheImage(i), `peer ${i}`).toBe(true);
+    const bad = sum(others, (r) => r.badPieces);
+    console.log(`p2p corrupt parent: ${lies} corrupt pieces sent, ${bad} caught; liar dropped: ${liarResult.dropped}`);
+    expect(lies).toBeGreaterThan(0);
+    expect(bad).toBeGreaterThan(0);
+    // Every corrupt piece that was received whole was caught (the others were cut short, or never read).
+    expect(bad).toBeLessThanOrEqual(lies);
+    expect(liarResult.dropped).toBe(true);
+    // Blocklisted at once: one bad piece per peer at most, and the scheduler's drop spares the late askers.
+    for (const r of others) expect(r.badPieces).toBeLessThanOrEqual(1);
+  }, 30_000);
+
+  it('2 of 6 peers killed midway: the survivors complete, and the killed leave no output behind', async () => {
+    const killers = [new AbortController(), new AbortController()];
+    // Slow enough that the kill lands mid-transfer: 40 MB/s a peer.
+    const runs = Array.from({ length: PEERS }, (_, i) =>
+      fetchImage(
+        options(i, {
+          downloadRate: new TokenBucket({ rate: 40e6, burst: 256 * 1024 }),
+          lingerMs: 3_000,
+          ...(i < 2
+            ? {
+                signal: killers[i]!.signal,
+                onProgress: (p) => {
+                  if (p.piecesDone >= 3) killers[i]!.abort(new Error('killed'));
+                },
+              }
+            : {}),
+        }),
+      ),
+    );
+    const settled = await Promise.allSettled(runs);
+    expect(settled[0]!.status).toBe('rejected');
+    expect(settled[1]!.status).toBe('rejected');
+    for (let i = 0; i < 2; i++) {
+      expect(fs.existsSync(outPath(i))).toBe(false);
+      expect(fs.existsSync(`${outPath(i)}.part`)).toBe(false);
+    }
+    for (let i = 2; i < PEERS; i++) {
+      expect(settled[i]!.status, `peer ${i}`).toBe('fulfilled');
+      expect(outputIsTheImage(i), `peer ${i}`).toBe(true);
+    }
+  }, 30_000);
+});
