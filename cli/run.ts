@@ -24,6 +24,7 @@ Commands:
   name       print the memorable name of a MAC
   schemas    print the JSON Schemas, or Kubernetes CRDs with --crd
   p2p        P2P image distribution: preheat an image, the swarms' status, an image's peer token
+  peer       \`peer get\`: fetch an image over P2P from the machines fetching it too, serving what it holds
 
 Run \`dragonfly COMMAND --help\` for a command's options.
 `;
@@ -46,6 +47,7 @@ const HELP: Record<string, () => Promise<string>> = {
   watch: async () => (await import('./watch.js')).watchHelp,
   mage: async () => (await import('./mage.js')).mageHelp,
   p2p: async () => (await import('./p2p.js')).p2pHelp,
+  peer: async () => (await import('./peer.js')).peerHelp,
 };
 
 const OPTIONS = {
@@ -101,6 +103,11 @@ const OPTIONS = {
   'kernel-package': { type: 'string' },
   node: { type: 'string' },
   sha256: { type: 'string' },
+  listen: { type: 'string' },
+  'upload-limit': { type: 'string' },
+  'download-limit': { type: 'string' },
+  linger: { type: 'string' },
+  'origin-fallback': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -121,6 +128,7 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   watch: ['server', 'since', 'json', 'token-file'],
   mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'template', 'set', 'kexec', 'out', 'kernel-package', 'node'],
   p2p: ['template', 'fleet', 'server', 'token-file', 'sha256', 'state', 'json'],
+  peer: ['sha256', 'server', 'out', 'listen', 'upload-limit', 'download-limit', 'token-file', 'linger', 'origin-fallback'],
 };
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -150,7 +158,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
   if (unexpected.length > 0) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `${command} does not take --${unexpected.join(', --')}`, {}, `run \`dragonfly ${command} --help\``));
   }
-  const maxPositionals = command === 'diff' ? 2 : command === 'apply' || command === 'name' || command === 'schemas' || command === 'mage' || command === 'machines' || command === 'p2p' ? 1 : 0;
+  const maxPositionals = command === 'diff' || command === 'peer' ? 2 : command === 'apply' || command === 'name' || command === 'schemas' || command === 'mage' || command === 'machines' || command === 'p2p' ? 1 : 0;
   if (positionals.length > maxPositionals) {
     return reportError(io, new DragonflyError('DF_ERR_USAGE', `unexpected argument "${positionals[maxPositionals]}"`, {}, `run \`dragonfly ${command} --help\``));
   }
@@ -235,6 +243,23 @@ export async function run(argv: string[], io: Io): Promise<number> {
         if (positionals[0] === 'run') return await (await import('./mage.js')).mageRunCommand({ template: v.template, disk: v.disk, set: v.set ?? [], kexec: v.kexec }, io);
         if (positionals[0] !== undefined) return reportError(io, new DragonflyError('DF_ERR_USAGE', `unknown mage subcommand "${positionals[0]}"`, {}, 'dragonfly mage run --help'));
         return await (await import('./mage.js')).mageCommand({ server: v.server, mac: v.mac, root: v.root, disk: v.disk, noReboot: v['no-reboot'] }, io);
+      case 'peer':
+        return await (await import('./peer.js')).peerCommand(
+          {
+            sub: positionals[0],
+            url: positionals[1],
+            sha256: v.sha256,
+            server: v.server,
+            out: v.out,
+            listen: v.listen,
+            uploadLimit: v['upload-limit'],
+            downloadLimit: v['download-limit'],
+            tokenFile: v['token-file'],
+            linger: v.linger,
+            originFallback: v['origin-fallback'],
+          },
+          io,
+        );
       case 'p2p':
         return await (await import('./p2p.js')).p2pCommand({ sub: positionals[0], template: v.template, fleet: v.fleet, server: v.server, tokenFile: v['token-file'], sha256: v.sha256, state: v.state, json }, io);
     }

@@ -197,6 +197,7 @@ export const ERRORS = {
     'no peer holds the missing pieces and the scheduler refuses the origin (its byte budget is spent, or it is forbidden): retry when other peers hold them, or allow the direct fallback (peer get --origin-fallback)',
     503,
   ),
+  DF_ERR_P2P_INTERRUPTED: spec('the download was interrupted (SIGINT or SIGTERM)', 'run it again; nothing unverified was kept, and the output file was not created (its .part was removed)', 503),
   // Warnings
   DF_WARN_EMPTY_SELECTOR: spec('a selector matches no machine', 'check the labels; the assignment does nothing until a machine matches'),
 } as const satisfies Record<string, ErrorSpec>;

@@ -1,0 +1,124 @@
+// `dragonfly peer get` as real processes against a real `dragonfly serve`: the image on a real image server
+// (counting what it sends), preheated through the server's API, the peer token from `dragonfly p2p token`,
+// and four peers started together. Each must exit 0 with the image; the origin must serve it once.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, dragonfly, ROOT, tempDir } from './cli-helpers.js';
+import { ImageOrigin, MiB, sha256Of } from './p2p-world.js';
+import { collect, exited, freePort, until } from './process-helpers.js';
+import { randomBytes } from 'node:crypto';
+
+const SIZE = 22 * MiB + 999; // 6 pieces of 4 MiB, the last one short
+const IMAGE = randomBytes(SIZE);
+const SHA = sha256Of(IMAGE);
+const PEERS = 4;
+
+let work: string;
+let server: string;
+let origin: ImageOrigin;
+let token: string;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  work = tempDir('dragonfly-peer-get-');
+  origin = new ImageOrigin(IMAGE);
+  await origin.start();
+  const http = await freePort();
+  const serve = spawn(process.execPath, [BIN, 'serve', '--state', path.join(work, 'state'), '--http', `127.0.0.1:${http}`, '--tftp', 'off', '--no-mage-build'], {
+    cwd: ROOT,
+    env: { ...process.env, DRAGONFLY_API_TOKEN: 'admin-token', DRAGONFLY_STATE: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(serve);
+  collect(serve);
+  server = `http://127.0.0.1:${http}`;
+  await until('serve to listen', async () => (await fetch(`${server}/healthz`).catch(() => undefined))?.ok === true, 20_000);
+  // An admin preheats the image (no workflow names it here); the peers will find it still being read (202).
+  const preheat = await fetch(`${server}/api/v1/p2p/preheat`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer admin-token', 'content-type': 'application/json' },
+    body: JSON.stringify({ url: origin.url, sha256: SHA }),
+  });
+  expect(preheat.status).toBe(202);
+  const t = dragonfly(['p2p', 'token', '--sha256', SHA, '--state', path.join(work, 'state')]);
+  expect(t.status, t.stderr).toBe(0);
+  token = t.stdout.trim();
+}, 60_000);
+
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  await origin.stop();
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+function peerGet(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: () => string } {
+  const child = spawn(process.execPath, [BIN, 'peer', 'get', origin.url, '--sha256', SHA, '--server', server, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: '1', DRAGONFLY_STATE: '', DRAGONFLY_P2P_TOKEN: token, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let stdout = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d));
+  child.stderr!.resume();
+  return { child, output: () => stdout };
+}
+
+const figure = (line: string, words: string) => Number(new RegExp(`(\\d+) bytes ${words}`).exec(line)?.[1] ?? NaN);
+
+describe('dragonfly peer get', () => {
+  it(`${PEERS} processes fetch one image together: all exit 0 with the image, the origin serves it once`, async () => {
+    const tokenFile = path.join(work, 'p2p.token');
+    fs.writeFileSync(tokenFile, `${token}\n`);
+    const peers = Array.from({ length: PEERS }, (_, i) =>
+      peerGet([
+        '--out',
+        path.join(work, `out-${i}.raw`),
+        '--linger',
+        '3s',
+        // One peer takes its token from a file, one is rate-limited both ways: the options parse and apply.
+        ...(i === 0 ? ['--token-file', tokenFile] : []),
+        ...(i === 1 ? ['--upload-limit', '400MB/s', '--download-limit', '1Gbit/s'] : []),
+      ], i === 0 ? { DRAGONFLY_P2P_TOKEN: '' } : {}),
+    );
+    const codes = await Promise.all(peers.map((p) => exited(p.child)));
+    expect(codes).toEqual(Array(PEERS).fill(0));
+    let fromPeers = 0;
+    let fromSeed = 0;
+    for (let i = 0; i < PEERS; i++) {
+      const out = path.join(work, `out-${i}.raw`);
+      expect(sha256Of(fs.readFileSync(out)), `peer ${i}`).toBe(SHA);
+      expect(fs.existsSync(`${out}.part`)).toBe(false);
+      const line = peers[i]!.output();
+      expect(line).toMatch(new RegExp(`^peer: got ${out.replace(/[.]/g, '\\.')} \\(${SIZE} bytes, sha256 verified\\) in [0-9.]+ s: \\d+ bytes from peers, \\d+ bytes from the seed, 0 bytes from the origin; served \\d+ pieces \\(\\d+ bytes\\) to peers\\n$`));
+      expect(figure(line, 'from peers') + figure(line, 'from the seed')).toBe(SIZE);
+      fromPeers += figure(line, 'from peers');
+      fromSeed += figure(line, 'from the seed');
+    }
+    console.log(`peer get: origin ${(origin.bytesSent / SIZE).toFixed(3)}x the image; peers got ${(fromPeers / SIZE).toFixed(2)} images from each other, ${(fromSeed / SIZE).toFixed(2)} from the seed`);
+    expect(origin.bytesSent).toBeLessThanOrEqual(1.02 * SIZE);
+    expect(fromPeers).toBeGreaterThan(0);
+  }, 30_000);
+
+  it('refuses a wrong token with a code and exit 1, leaving no file behind', async () => {
+    const out = path.join(work, 'refused.raw');
+    const p = peerGet(['--out', out, '--linger', '0s'], { DRAGONFLY_P2P_TOKEN: 'ab'.repeat(32) });
+    let stderr = '';
+    p.child.stderr!.on('data', (d: Buffer) => (stderr += d));
+    expect(await exited(p.child)).toBe(1);
+    expect(stderr).toContain('DF_ERR_UNAUTHORIZED');
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.existsSync(`${out}.part`)).toBe(false);
+  }, 30_000);
+
+  it('usage errors exit 1 with a code, before any network', () => {
+    expect(dragonfly(['peer', 'get', 'http://x/i', '--server', 'http://127.0.0.1:1', '--out', '/tmp/x']).stderr).toContain('DF_ERR_USAGE');
+    expect(dragonfly(['peer', 'get', 'http://x/i', '--sha256', SHA, '--server', 'http://127.0.0.1:1', '--out', '/tmp/x', '--upload-limit', '20Mb/s'], { env: { DRAGONFLY_P2P_TOKEN: 't' } }).stderr).toContain('DF_ERR_RATE');
+    expect(dragonfly(['peer', 'get', 'http://x/i', '--sha256', SHA, '--server', 'http://127.0.0.1:1', '--out', '/tmp/x', '--linger', 'soon'], { env: { DRAGONFLY_P2P_TOKEN: 't' } }).stderr).toContain('DF_ERR_DURATION');
+    const r = dragonfly(['peer', 'fetch']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('DF_ERR_USAGE');
+  });
+});
