@@ -11,8 +11,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startTftpServer } from '../boot/tftp/server.js';
-import { directorySource } from '../boot/tftp/source.js';
 import { runProcess } from '../boot/tftp/test-client.js';
 import { median, round } from './measure.js';
 
@@ -33,11 +31,13 @@ export async function benchTftp(opts: { runs?: number; sizeMb?: number; clients?
   fs.writeFileSync(path.join(root, 'big.bin'), big, { mode: 0o644 });
   fs.writeFileSync(path.join(root, 'undionly.kpxe'), undionly, { mode: 0o644 });
 
-  const ours = await startTftpServer({ host: '127.0.0.1', port: 0, source: directorySource(root), maxTransfersPerHost: 1000 }); // every client is 127.0.0.1 here
+  // Our server in its own process, as in.tftpd is (bench/tftp-child.ts).
+  const ours = spawn(process.execPath, [path.join(path.dirname(fileURLToPath(import.meta.url)), 'tftp-child.js'), root], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = lineReader(ours.stdout!);
+  const ourPort = Number(await lines.next());
   const theirPort = await freeUdpPort();
   const tftpd = spawn('in.tftpd', ['--foreground', '--listen', '--address', `127.0.0.1:${theirPort}`, '--secure', root], { stdio: 'ignore' });
   try {
-    const ourPort = ours.address().port;
     await waitUntilServing(theirPort, path.join(out, 'probe'));
 
     // 20 MB, alternating servers; every copy is checked.
@@ -94,7 +94,10 @@ export async function benchTftp(opts: { runs?: number; sizeMb?: number; clients?
       inTftpdConcurrentMs: round(theirsConcurrent.ms),
       inTftpdConcurrentIdentical: theirsConcurrent.identical,
       concurrentRatio: round(theirsConcurrent.ms / oursConcurrent.ms, 2),
-      serverStats: ours.stats(),
+      serverStats: await (async () => {
+        ours.kill('SIGUSR2');
+        return JSON.parse(await lines.next()) as unknown;
+      })(),
       targets: { throughputRatio: 1.0, lockstepRatio: 1.0, concurrentRatio: 1.0, concurrentIdentical: clients },
       met: {
         throughput: median(theirsMs) / median(oursMs) >= 1.0,
@@ -115,9 +118,29 @@ export async function benchTftp(opts: { runs?: number; sizeMb?: number; clients?
     return figures;
   } finally {
     tftpd.kill();
-    await ours.close();
+    ours.kill('SIGTERM');
+    await new Promise((r) => ours.once('exit', r));
     fs.rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** Lines of a child's stdout, one at a time. */
+function lineReader(stream: NodeJS.ReadableStream): { next(): Promise<string> } {
+  let buffered = '';
+  const waiting: ((line: string) => void)[] = [];
+  const ready: string[] = [];
+  stream.setEncoding('utf8');
+  stream.on('data', (d: string) => {
+    buffered += d;
+    for (let i = buffered.indexOf('\n'); i !== -1; i = buffered.indexOf('\n')) {
+      const line = buffered.slice(0, i);
+      buffered = buffered.slice(i + 1);
+      const w = waiting.shift();
+      if (w) w(line);
+      else ready.push(line);
+    }
+  });
+  return { next: () => (ready.length > 0 ? Promise.resolve(ready.shift()!) : new Promise((r) => waiting.push(r))) };
 }
 
 /** A UDP port that was free a moment ago (in.tftpd cannot be asked to pick one). */
