@@ -1,6 +1,7 @@
 // The downloading peer against the real thing, in one process: the boot server with its P2P API, the real seed
 // reading a real image server, and several peers on 127.0.0.1 fetching one image together, each with its own
 // piece server. Figures are asserted as bounds on counts and bytes, never on time.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -44,15 +45,32 @@ const sum = (results: FetchImageResult[], f: (r: FetchImageResult) => number) =>
 
 describe('fetchImage: peers fetching one image together', () => {
   it(`${PEERS} peers starting together: every output is the image, the origin serves it once, pieces go peer to peer`, async () => {
-    const results = await Promise.all(Array.from({ length: PEERS }, (_, i) => fetchImage(options(i))));
-    for (let i = 0; i < PEERS; i++) expect(outputIsTheImage(i), `peer ${i}`).toBe(true);
-    for (let i = 0; i < PEERS; i++) expect(fs.existsSync(`${outPath(i)}.part`)).toBe(false);
+    // The last peer hands its pieces on in order (as to a decompressor) and serves from its RAM window.
+    const delivered: number[] = [];
+    const stream = createHash('sha256');
+    const streaming: Partial<FetchImageOptions> = {
+      output: {
+        kind: 'stream',
+        onDeliver: async (piece, bytes) => {
+          delivered.push(piece);
+          stream.update(bytes);
+          await new Promise((r) => setImmediate(r)); // a consumer that takes its time: nothing may overtake it
+        },
+      },
+    };
+    const results = await Promise.all(Array.from({ length: PEERS }, (_, i) => fetchImage(options(i, i === PEERS - 1 ? streaming : {}))));
+    for (let i = 0; i < PEERS - 1; i++) expect(outputIsTheImage(i), `peer ${i}`).toBe(true);
+    for (let i = 0; i < PEERS - 1; i++) expect(fs.existsSync(`${outPath(i)}.part`)).toBe(false);
+    expect(delivered).toEqual(Array.from({ length: results[0]!.pieces }, (_, i) => i));
+    expect(stream.digest('hex')).toBe(world.sha256);
 
     const originRatio = world.origin.bytesSent / SIZE;
     const seedRatio = sum(results, (r) => r.bytesFromSeed) / SIZE;
     const peerPieces = sum(results, (r) => r.served.piecesServed);
     console.log(`p2p peers: origin ${originRatio.toFixed(3)}x the image, seed ${seedRatio.toFixed(3)}x, ${peerPieces} pieces served peer to peer of ${PEERS * results[0]!.pieces}`);
     expect(originRatio).toBeLessThanOrEqual(1.02);
+    // The seed gives each piece once: what it granted to one peer, the others got from that peer.
+    expect(seedRatio).toBeLessThanOrEqual(1.02);
     expect(peerPieces).toBeGreaterThan(0);
     expect(sum(results, (r) => r.bytesFromPeers)).toBeGreaterThan(0);
     // What peers received from peers, their piece servers sent (twins cut short are counted on neither side).
@@ -135,5 +153,34 @@ describe('fetchImage: peers fetching one image together', () => {
       expect(settled[i]!.status, `peer ${i}`).toBe('fulfilled');
       expect(outputIsTheImage(i), `peer ${i}`).toBe(true);
     }
+  }, 30_000);
+
+  it('serve restarted mid-wave: the peers join again and finish', async () => {
+    let restarted!: () => void;
+    const restart = new Promise<void>((r) => (restarted = r));
+    let asked = false;
+    const rejoined: number[] = [];
+    const runs = Array.from({ length: 4 }, (_, i) =>
+      fetchImage(
+        options(i, {
+          log: { info: (obj, msg) => msg.includes('joined the swarm again') && rejoined.push(i), warn: () => undefined },
+          downloadRate: new TokenBucket({ rate: 40e6, burst: 256 * 1024 }),
+          lingerMs: 3_000,
+          onProgress: (p) => {
+            if (i === 0 && p.piecesDone >= 3 && !asked) {
+              asked = true;
+              void world.restart().then(restarted);
+            }
+          },
+        }),
+      ),
+    );
+    const results = await Promise.all(runs);
+    await restart;
+    for (let i = 0; i < 4; i++) expect(outputIsTheImage(i), `peer ${i}`).toBe(true);
+    expect(asked).toBe(true);
+    // The new server knew nobody: the peers that were still downloading told it what they hold.
+    expect(rejoined.length).toBeGreaterThan(0);
+    expect(sum(results, (r) => r.bytesFromPeers)).toBeGreaterThan(0);
   }, 30_000);
 });

@@ -567,6 +567,7 @@ class PeerRun {
         this.needAnnounce = false;
         const answer = await this.client.join(this.url, held, this.stop.signal);
         if (answer.kind === 'joined') {
+          if (this.joined) this.log?.info({ peerId: this.client.peerId, held: held.count() }, 'peer: joined the swarm again');
           this.joined = true;
           this.haveQueue = this.haveQueue.filter((i) => !held.has(i));
           return true;

@@ -65,14 +65,16 @@ export interface P2pWorld {
   origin: ImageOrigin;
   seed: Seed;
   app: FastifyInstance;
+  /** Stops the server (every connection cut) and starts a new one on the same port, state and secret, as a restart of serve. */
+  restart(): Promise<void>;
   close(): Promise<void>;
 }
 
 /**
- * Starts the world; the image is `size` random bytes. With `prepared` (the default) the seed has read the image
- * before this returns, so peers get the manifest at once instead of a 202 and a 2 s Retry-After.
+ * Starts the world; the image is `size` random bytes. The seed has read the image before this returns, so peers
+ * get the manifest at once instead of a 202 and a 2 s Retry-After (test/p2p-peer-get.test.ts takes that path).
  */
-export async function startP2pWorld(size: number, opts: { prepared?: boolean } = {}): Promise<P2pWorld> {
+export async function startP2pWorld(size: number): Promise<P2pWorld> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dragonfly-p2p-world-'));
   const image = randomBytes(size);
   const sha256 = sha256Of(image);
@@ -93,19 +95,28 @@ export async function startP2pWorld(size: number, opts: { prepared?: boolean } =
     image: { url: imageUrl, sha256 },
   } as unknown as Workflow;
   await store.commit({ put: [{ key: workflowKey(wf.id), value: wf }] });
-  const seed = new Seed({ cacheDir: path.join(dir, 'p2p'), maxCacheBytes: 4 * size });
   const secret = randomBytes(32);
   const port = await freePort();
   const serverUrl = `http://127.0.0.1:${port}`;
-  const app = await buildServer({ store, secret, serverUrl, apiToken: 'admin-token', p2pSeed: seed });
-  await app.listen({ host: '127.0.0.1', port });
-  if (opts.prepared ?? true) {
-    const manifest = `${serverUrl}/api/v1/p2p/images/${sha256}/manifest`;
-    for (let status = 0; status !== 200; ) {
-      status = (await fetch(manifest, { headers: { authorization: 'Bearer admin-token' } })).status;
-      if (status !== 200 && status !== 202) throw new Error(`the seed did not prepare the image: HTTP ${status}`);
-      if (status === 202) await new Promise((r) => setTimeout(r, 50));
-    }
+  const start = async () => {
+    const seed = new Seed({ cacheDir: path.join(dir, 'p2p'), maxCacheBytes: 4 * size });
+    const app = await buildServer({ store, secret, serverUrl, apiToken: 'admin-token', p2pSeed: seed });
+    await app.listen({ host: '127.0.0.1', port });
+    return { seed, app };
+  };
+  const stop = async (running: { seed: Seed; app: FastifyInstance }) => {
+    // Keep-alive connections of peers that left would hold close() for seconds.
+    const closing = running.app.close();
+    running.app.server.closeAllConnections();
+    await closing;
+    await running.seed.close();
+  };
+  let running = await start();
+  const manifest = `${serverUrl}/api/v1/p2p/images/${sha256}/manifest`;
+  for (let status = 0; status !== 200; ) {
+    status = (await fetch(manifest, { headers: { authorization: 'Bearer admin-token' } })).status;
+    if (status !== 200 && status !== 202) throw new Error(`the seed did not prepare the image: HTTP ${status}`);
+    if (status === 202) await new Promise((r) => setTimeout(r, 50));
   }
   return {
     dir,
@@ -114,14 +125,18 @@ export async function startP2pWorld(size: number, opts: { prepared?: boolean } =
     token: p2pToken(secret, sha256),
     serverUrl,
     origin,
-    seed,
-    app,
+    get seed() {
+      return running.seed;
+    },
+    get app() {
+      return running.app;
+    },
+    async restart() {
+      await stop(running);
+      running = await start();
+    },
     async close() {
-      // Keep-alive connections of peers that left would hold close() for seconds.
-      const closing = app.close();
-      app.server.closeAllConnections();
-      await closing;
-      await seed.close();
+      await stop(running);
       await store.close();
       await origin.stop();
       fs.rmSync(dir, { recursive: true, force: true });
