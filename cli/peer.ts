@@ -9,7 +9,8 @@ import type { Io } from './output.js';
 import { progressBar } from './progress.js';
 
 export const peerHelp = `Usage: dragonfly peer get URL --sha256 HEX --server SERVER_URL --out FILE [--listen HOST:PORT]
-         [--upload-limit RATE] [--download-limit RATE] [--token-file FILE] [--linger DURATION] [--origin-fallback]
+         [--upload-limit RATE] [--download-limit RATE] [--token-file FILE] [--linger DURATION] [--piece-timeout DURATION]
+         [--origin-fallback]
 
 Fetch an OS image over P2P, as Mage's image2disk does: pieces come from the other machines fetching the
 same image and from the seed of \`dragonfly serve\`, which read the image from its URL once (docs/p2p.md).
@@ -28,6 +29,8 @@ removed if the download fails. While downloading, and for the linger after, this
   --token-file FILE      the image's P2P token (else DRAGONFLY_P2P_TOKEN): \`dragonfly p2p token --sha256 HEX\`
   --linger DURATION      once complete, keep serving up to this long, leaving sooner when nobody asked for a
                          piece for ${PEER_DEFAULTS.lingerIdleMs / 1000} s (default 30s; 0s leaves at once)
+  --piece-timeout DURATION  a piece request older than this is abandoned and counted against its parent, and a
+                         peer granted a piece that keeps the others waiting longer is reported (default 30s)
   --origin-fallback      a piece no peer holds, which the scheduler will not let the seed give (its origin
                          budget is spent, or forbidden once seeded), is read from URL directly (still verified)
 
@@ -47,6 +50,7 @@ export interface PeerGetOptions {
   downloadLimit?: string;
   tokenFile?: string;
   linger?: string;
+  pieceTimeout?: string;
   originFallback?: boolean;
 }
 
@@ -66,6 +70,8 @@ export async function peerCommand(opts: PeerGetOptions, io: Io): Promise<number>
   if (!token) throw usage("peer get needs the image's P2P token: --token-file FILE or DRAGONFLY_P2P_TOKEN (dragonfly p2p token --sha256 HEX prints it)");
   const listen = opts.listen === undefined ? undefined : hostPort(opts.listen);
   const lingerMs = durationMs(opts.linger ?? '30s', '--linger');
+  const pieceTimeoutMs = durationMs(opts.pieceTimeout ?? `${PEER_DEFAULTS.pieceTimeoutMs / 1000}s`, '--piece-timeout');
+  if (pieceTimeoutMs <= 0) throw new DragonflyError('DF_ERR_DURATION', '--piece-timeout must be longer than 0s');
   const uploadRate = bucket(opts.uploadLimit);
   const downloadRate = bucket(opts.downloadLimit);
 
@@ -88,6 +94,7 @@ export async function peerCommand(opts: PeerGetOptions, io: Io): Promise<number>
       ...(uploadRate ? { uploadRate } : {}),
       ...(downloadRate ? { downloadRate } : {}),
       lingerMs,
+      pieceTimeoutMs,
       origin: { url: opts.url, fallback: opts.originFallback === true },
       signal: stop.signal,
       log: {

@@ -107,6 +107,7 @@ const OPTIONS = {
   'upload-limit': { type: 'string' },
   'download-limit': { type: 'string' },
   linger: { type: 'string' },
+  'piece-timeout': { type: 'string' },
   'origin-fallback': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -128,7 +129,7 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   watch: ['server', 'since', 'json', 'token-file'],
   mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'template', 'set', 'kexec', 'out', 'kernel-package', 'node'],
   p2p: ['template', 'fleet', 'server', 'token-file', 'sha256', 'state', 'json'],
-  peer: ['sha256', 'server', 'out', 'listen', 'upload-limit', 'download-limit', 'token-file', 'linger', 'origin-fallback'],
+  peer: ['sha256', 'server', 'out', 'listen', 'upload-limit', 'download-limit', 'token-file', 'linger', 'piece-timeout', 'origin-fallback'],
 };
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -256,6 +257,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
             downloadLimit: v['download-limit'],
             tokenFile: v['token-file'],
             linger: v.linger,
+            pieceTimeout: v['piece-timeout'],
             originFallback: v['origin-fallback'],
           },
           io,

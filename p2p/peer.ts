@@ -165,6 +165,8 @@ class PeerRun {
   readonly grants = new Map<string, Grant>();
   readonly flights = new Map<string, AbortController>();
   readonly failures = new Map<string, { count: number; at: number; reported: boolean }>();
+  /** Since when this peer has been told to wait for a piece granted to another ("piece\0holder"). */
+  readonly waits = new Map<string, { since: number; reported: boolean }>();
   /** Pieces kept by the sink (servable), and not yet reported to the scheduler. */
   readonly kept: Bitfield;
   haveQueue: number[] = [];
@@ -429,6 +431,7 @@ class PeerRun {
     this.originHold.until = 0; // a grant may have been fulfilled: the next starved piece may be granted now
     this.count(piece, kind);
     for (const g of this.grants.values()) g.pieces.delete(piece);
+    for (const key of this.waits.keys()) if (key.startsWith(`${piece}\u0000`)) this.waits.delete(key);
     this.sink.put(piece, bytes).then(
       () => {
         this.kept.set(piece);
@@ -524,7 +527,8 @@ class PeerRun {
       case 'peers': // the long poll will name the holder
         return this.hold(now, 2_000);
       case 'wait': // granted to another peer: it reports the piece held, or the grant runs out
-        return this.hold(now, Math.min(5_000, Math.max(250, g.retryAt - Date.now())));
+        this.waitedOn(g.piece, g.holder, now);
+        return this.hold(now, Math.min(5_000, this.picker.timeoutMs / 2, Math.max(250, g.retryAt - Date.now())));
       case 'refused':
         if (g.reason === 'unknown-peer') {
           void this.reannounce();
@@ -533,6 +537,21 @@ class PeerRun {
         if (g.reason === 'budget' || g.reason === 'forbidden') return this.refusedOrigin(starved[0]!, now, g.reason);
         return this.hold(now, 2_000); // grant-limit (released when a piece arrives), nothing-to-grant
     }
+  }
+
+  /**
+   * A grant holder has a piece timeout to fetch its piece from the seed, as anyone has. One that keeps the swarm
+   * waiting longer (killed outright, it never says so) is reported as timing out on it: the scheduler drops it
+   * once several waiters say so, which frees the piece for another grant.
+   */
+  private waitedOn(piece: number, holder: string, now: number): void {
+    const key = `${piece}\u0000${holder}`;
+    const w = this.waits.get(key) ?? { since: now, reported: false };
+    this.waits.set(key, w);
+    if (w.reported || now - w.since < this.picker.timeoutMs) return;
+    w.reported = true;
+    this.log?.warn({ piece, holder, waitedMs: Math.round(now - w.since) }, 'peer: the peer granted a piece has not delivered it within a piece timeout: reported');
+    void this.client.report(holder, piece, 'timeout', this.stop.signal).catch(() => undefined);
   }
 
   /** The scheduler will not let the origin be read again for this piece: wait for peers, or, if allowed, fetch it directly. */

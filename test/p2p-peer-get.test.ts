@@ -102,6 +102,38 @@ describe('dragonfly peer get', () => {
     expect(fromPeers).toBeGreaterThan(0);
   }, 30_000);
 
+  it('peers killed midway (one by SIGINT, one by SIGKILL): the survivors finish; the interrupted one leaves nothing', async () => {
+    const out = (i: number) => path.join(work, `kill-${i}.raw`);
+    // A peer killed outright never says so: whoever waits for a piece granted to it reports it after a piece timeout.
+    const peers = Array.from({ length: 5 }, (_, i) => peerGet(['--out', out(i), '--linger', '3s', '--download-limit', '30MB/s', '--piece-timeout', '4s']));
+    let stderr0 = '';
+    peers[0]!.child.stderr!.on('data', (d: Buffer) => (stderr0 += d));
+    // Midway: once the swarm holds half the pieces (the server's own figures).
+    await until(
+      'the swarm to hold half the image',
+      async () => {
+        const res = await fetch(`${server}/api/v1/p2p/images`, { headers: { authorization: 'Bearer admin-token' } });
+        const { images } = (await res.json()) as { images: Array<{ sha256: string; stats?: { piecesHeld: number; pieces: number } }> };
+        const s = images.find((i) => i.sha256 === SHA)?.stats;
+        return s !== undefined && s.piecesHeld * 2 >= s.pieces;
+      },
+      20_000,
+      20,
+    );
+    peers[0]!.child.kill('SIGINT');
+    peers[1]!.child.kill('SIGKILL');
+    const codes = await Promise.all(peers.map((p) => exited(p.child)));
+    expect(codes[0]).toBe(1);
+    expect(stderr0).toContain('DF_ERR_P2P_INTERRUPTED');
+    expect(fs.existsSync(out(0))).toBe(false);
+    expect(fs.existsSync(`${out(0)}.part`)).toBe(false);
+    expect(fs.existsSync(out(1))).toBe(false); // killed outright: a .part may stay, the file never appears
+    for (let i = 2; i < 5; i++) {
+      expect(codes[i], `peer ${i}`).toBe(0);
+      expect(sha256Of(fs.readFileSync(out(i))), `peer ${i}`).toBe(SHA);
+    }
+  }, 30_000);
+
   it('refuses a wrong token with a code and exit 1, leaving no file behind', async () => {
     const out = path.join(work, 'refused.raw');
     const p = peerGet(['--out', out, '--linger', '0s'], { DRAGONFLY_P2P_TOKEN: 'ab'.repeat(32) });
