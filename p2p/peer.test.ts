@@ -183,4 +183,68 @@ describe('fetchImage: peers fetching one image together', () => {
     expect(rejoined.length).toBeGreaterThan(0);
     expect(sum(results, (r) => r.bytesFromPeers)).toBeGreaterThan(0);
   }, 30_000);
+
+  /**
+   * A finishes alone (the image is seeded), B takes half the image from it, then A leaves: the rest is held by
+   * nobody, and re-reading the origin beyond one copy comes out of a budget (2%) smaller than a piece.
+   */
+  async function onlyHolderLeaves(b: Partial<FetchImageOptions>): Promise<{ a: FetchImageResult; b: PromiseSettledResult<FetchImageResult> }> {
+    let aDone!: () => void;
+    const aComplete = new Promise<void>((r) => (aDone = r));
+    const stopA = new AbortController();
+    const a = fetchImage(options(0, { lingerMs: 20_000, lingerIdleMs: 20_000, signal: stopA.signal, onProgress: (p) => p.piecesDone === p.pieces && aDone() }));
+    await aComplete;
+    const second = fetchImage(
+      options(1, {
+        downloadRate: new TokenBucket({ rate: 10e6, burst: 256 * 1024 }),
+        // Half the image in: B's first pieces were reported long ago (batches go within 250 ms), so when A has
+        // left, B still holds pieces and the wave goes on (with nobody holding anything, a new wave would start).
+        onProgress: (p) => p.piecesDone >= 5 && stopA.abort(new Error('A reboots')),
+        ...b,
+      }),
+    );
+    const [ra, rb] = await Promise.all([a, Promise.allSettled([second])]);
+    expect(ra.bytesDone).toBe(SIZE); // an abort while lingering only ends the linger
+    expect(outputIsTheImage(0)).toBe(true);
+    return { a: ra, b: rb[0]! };
+  }
+
+  it('the only holder left and the scheduler refuses the origin: with the fallback allowed, the rest comes from the image URL', async () => {
+    const logged: string[] = [];
+    const { b } = await onlyHolderLeaves({
+      origin: { url: world.origin.url, fallback: true, fallbackAfterMs: 200 },
+      log: { info: () => undefined, warn: (_obj, msg) => logged.push(msg) },
+    });
+    expect(b.status).toBe('fulfilled');
+    const rb = (b as PromiseFulfilledResult<FetchImageResult>).value;
+    expect(outputIsTheImage(1)).toBe(true);
+    expect(rb.bytesFromPeers).toBeGreaterThan(0);
+    expect(rb.bytesFromOrigin).toBeGreaterThan(0);
+    expect(logged.some((m) => m.includes('fetching it from the image URL'))).toBe(true);
+    // The origin served the seed's one read, and then exactly what B read from it directly.
+    expect(world.origin.bytesSent).toBe(SIZE + rb.bytesFromOrigin);
+  }, 30_000);
+
+  it('the only holder left and the scheduler refuses the origin: without the fallback, the peer fails as stalled and leaves no file', async () => {
+    const { b } = await onlyHolderLeaves({ stallMs: 3_000 });
+    expect(b.status).toBe('rejected');
+    expect(((b as PromiseRejectedResult).reason as { code?: string }).code).toBe('DF_ERR_P2P_STALLED');
+    expect(fs.existsSync(outPath(1))).toBe(false);
+    expect(fs.existsSync(`${outPath(1)}.part`)).toBe(false);
+    expect(world.origin.bytesSent).toBe(SIZE);
+  }, 30_000);
+
+  it('an image of one piece comes from the seed directly: nothing to share', async () => {
+    const small = await startP2pWorld(3 * MiB + 5);
+    try {
+      const out = path.join(small.dir, 'small.raw');
+      const r = await fetchImage({ server: small.serverUrl, sha256: small.sha256, token: small.token, output: { kind: 'file', path: out, atomic: true } });
+      expect(sha256Of(fs.readFileSync(out))).toBe(small.sha256);
+      expect(r.pieces).toBe(1);
+      expect(r.bytesFromSeed).toBe(3 * MiB + 5);
+      expect(r.url).toBeUndefined();
+    } finally {
+      await small.close();
+    }
+  }, 30_000);
 });
