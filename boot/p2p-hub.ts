@@ -47,6 +47,7 @@ export class P2pHub {
   private readonly now: () => number;
   private closed = false;
   private unwatch: (() => void) | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: P2pHubOptions) {
     this.now = opts.now ?? Date.now;
@@ -57,6 +58,11 @@ export class P2pHub {
    * the first machine asks (whether the controller or `dragonfly apply` in another process wrote it).
    */
   async start(): Promise<void> {
+    // Peers killed outright never leave: forget the silent ones, so they are no longer handed out as parents.
+    this.sweeper = setInterval(() => {
+      for (const state of this.images.values()) if (state.scheduler.sweep(this.now()).length > 0) this.wake(state);
+    }, 5_000);
+    this.sweeper.unref();
     const from = await this.opts.store.read((s) => s.revision);
     const follow = (rev: number) => {
       if (this.closed) return;
@@ -175,6 +181,7 @@ export class P2pHub {
   close(): void {
     this.closed = true;
     this.unwatch?.();
+    clearInterval(this.sweeper);
     for (const state of this.images.values()) for (const w of [...state.waiters]) w();
     this.images.clear();
   }

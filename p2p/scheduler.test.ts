@@ -17,6 +17,17 @@ function join(s: ImageScheduler, id: string, holdings: Set<number> = none, now =
 }
 
 describe('ImageScheduler: origin grants', () => {
+  it('a grant whose holder went silent (killed outright) frees its piece after the liveness timeout, not the grant timeout', () => {
+    const s = scheduler({ livenessMs: 30_000, grantMs: 60_000 });
+    join(s, 'killed', none, 0);
+    join(s, 'survivor', none, 0);
+    expect(s.originGrant('killed', [0], 1)).toMatchObject({ kind: 'granted', piece: 0 });
+    s.touch('survivor', 20_000);
+    expect(s.originGrant('survivor', [0], 20_000)).toMatchObject({ kind: 'wait', holder: 'killed' });
+    s.touch('survivor', 31_000);
+    expect(s.originGrant('survivor', [0], 31_000)).toMatchObject({ kind: 'granted', piece: 0 });
+  });
+
   it('a fleet of 50 peers starting together gets distinct first pieces from the origin: no back-to-source storm', () => {
     const s = scheduler();
     const ids = range(0, 50).map((i) => `peer${i}`);

@@ -456,7 +456,9 @@ export class ImageScheduler {
   private liveGrant(piece: number, now: number): Grant | undefined {
     const g = this.grants.get(piece);
     if (!g) return undefined;
-    if (now - g.at < this.opts.grantMs && this.peers.has(g.peer)) return g;
+    // A holder not heard from within the liveness timeout (killed outright) frees its piece at once, not after grantMs.
+    const holder = this.peers.get(g.peer);
+    if (now - g.at < this.opts.grantMs && holder && this.isAlive(holder, now)) return g;
     this.grants.delete(piece);
     return undefined;
   }
