@@ -69,7 +69,7 @@ export async function applyCommand(
   opts: { planFile?: string; fleet?: string; state?: string; autoApprove?: boolean },
   io: Io,
 ): Promise<number> {
-  const fleet = await loadFleetOrThrow(requireFleetArg(opts.fleet), io, false);
+  const fleet = loadFleetOrThrow(requireFleetArg(opts.fleet), io, false);
   const store = openStore(opts.state);
   try {
     let plan: Plan;

@@ -2,8 +2,8 @@
 import { DragonflyError } from '../schemas/errors.js';
 import { LmdbStore, stateDirFrom } from '../store/lmdb.js';
 import type { Store } from '../store/store.js';
-import { FleetLoader, type LoadResult } from '../reconciler/load.js';
-import { readFleetConcurrently } from './fleet-reader.js';
+import { readFleetDir } from '../reconciler/sources/fleet-dir.js';
+import { loadFleet } from '../reconciler/load.js';
 import { formatDiagnostic, type Diagnostic } from '../reconciler/diagnostics.js';
 import type { Fleet } from '../reconciler/fleet.js';
 import type { Observed } from '../reconciler/observed.js';
@@ -24,26 +24,14 @@ export function requireFleetArg(fleet: string | undefined): string {
   return fleet;
 }
 
-/** Read and load a fleet directory: files are parsed as they are read (cli/fleet-reader.ts). */
-export async function loadFleetDir(dir: string, label = 'Loading fleet files'): Promise<{ result: LoadResult; files: number }> {
-  const loader = new FleetLoader();
-  const bar = progressBar(label);
-  let parsed = 0;
-  const files = await readFleetConcurrently(dir, (batch, total) => {
-    loader.prime(batch);
-    parsed += batch.length;
-    bar.update(parsed, total);
-  });
-  const result = loader.load(files);
-  bar.stop();
-  return { result, files: files.length };
-}
-
 /** Load and validate; print diagnostics (warnings too) unless json; throw when the fleet is invalid. */
-export async function loadFleetOrThrow(dir: string, io: Io, json: boolean): Promise<Fleet> {
+export function loadFleetOrThrow(dir: string, io: Io, json: boolean): Fleet {
   const started = performance.now();
-  const { result, files } = await loadFleetDir(dir);
-  log.info({ dir, files, ms: Math.round(performance.now() - started), diagnostics: result.diagnostics.length }, 'fleet loaded');
+  const files = readFleetDir(dir);
+  const bar = progressBar('Loading fleet files');
+  const result = loadFleet(files, { onProgress: (done, total) => bar.update(done, total) });
+  bar.stop();
+  log.info({ dir, files: files.length, ms: Math.round(performance.now() - started), diagnostics: result.diagnostics.length }, 'fleet loaded');
   if (!json) for (const d of result.diagnostics) io.err(formatDiagnostic(d) + '\n');
   if (!result.fleet) throw new InvalidFleetError(result.diagnostics);
   return result.fleet;

@@ -74,7 +74,7 @@ async function refused(res: Response, what: string): Promise<never> {
 
 async function preheat(opts: P2pOptions, server: string, io: Io): Promise<number> {
   if (!opts.template) throw new DragonflyError('DF_ERR_USAGE', 'p2p preheat needs --template NAME', {}, 'dragonfly p2p preheat --template NAME --fleet DIR');
-  const fleet = await loadFleetOrThrow(requireFleetArg(opts.fleet), io, false);
+  const fleet = loadFleetOrThrow(requireFleetArg(opts.fleet), io, false);
   const template = fleet.templates.get(opts.template);
   if (!template) throw new DragonflyError('DF_ERR_USAGE', `the fleet has no template "${opts.template}"`, {}, `templates: ${[...fleet.templates.keys()].join(', ') || 'none'}`);
   const image = template.spec.image;

@@ -45,7 +45,7 @@ export async function planCommand(
   io: Io,
 ): Promise<number> {
   if (isBranchPlan(opts)) return branchPlanCommand(opts, io);
-  const fleet = await loadFleetOrThrow(requireFleetArg(opts.fleet), io, opts.json === true);
+  const fleet = loadFleetOrThrow(requireFleetArg(opts.fleet), io, opts.json === true);
   const observed = await readObservedIfAny(opts.state);
   const plan = planFleet(fleet, observed);
   if (opts.json) io.out(JSON.stringify(plan, null, 2) + '\n');

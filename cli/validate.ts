@@ -1,6 +1,9 @@
+import { readFleetDir } from '../reconciler/sources/fleet-dir.js';
+import { loadFleet } from '../reconciler/load.js';
 import { formatDiagnostic } from '../reconciler/diagnostics.js';
-import { loadFleetDir, requireFleetArg } from './fleet.js';
+import { requireFleetArg } from './fleet.js';
 import type { Io } from './output.js';
+import { progressBar } from './progress.js';
 
 export const validateHelp = `Usage: dragonfly validate --fleet DIR [--json]
 
@@ -15,7 +18,10 @@ Exit status: 0 valid (warnings allowed), 1 invalid.
 `;
 
 export async function validateCommand(opts: { fleet?: string; json?: boolean }, io: Io): Promise<number> {
-  const { result } = await loadFleetDir(requireFleetArg(opts.fleet), 'Validating fleet files');
+  const files = readFleetDir(requireFleetArg(opts.fleet));
+  const bar = progressBar('Validating fleet files');
+  const result = loadFleet(files, { onProgress: (done, total) => bar.update(done, total) });
+  bar.stop();
   const valid = result.fleet !== undefined;
   if (opts.json) {
     io.out(JSON.stringify({ valid, revision: result.fleet?.revision ?? null, diagnostics: result.diagnostics }, null, 2) + '\n');

@@ -63,17 +63,6 @@ export class FleetLoader {
   private readonly files = new Map<string, { text: string; check: FileCheck; seen: number }>();
   private loads = 0;
 
-  /**
-   * Parses and checks files ahead of `load`, as a reader hands them over (cli/fleet-reader.ts reads on another
-   * thread meanwhile); `load` then reuses that work for every file whose text is the same.
-   */
-  prime(files: readonly SourceFile[]): void {
-    for (const file of files) {
-      const entry = this.files.get(file.path);
-      if (!entry || entry.text !== file.text) this.files.set(file.path, { text: file.text, check: checkFile(file), seen: this.loads });
-    }
-  }
-
   load(files: readonly SourceFile[], options: LoadOptions = {}): LoadResult {
     const revision = options.revision ?? contentRevision(files);
     const sorted = sortedByPath(files);

@@ -42,16 +42,10 @@ export function checkFleetDir(root: string): void {
   if (!stat.isDirectory()) throw new DragonflyError('DF_ERR_FLEET_DIR', `${root} is not a directory`, { path: root });
 }
 
-/** A fleet file found under a root: its path relative to the root ('/'-separated) and on disk. */
-export interface FleetFileEntry {
-  path: string;
-  abs: string;
-}
-
-/** Every fleet file under `root`, sorted by path, not yet read (readFleetFile reads one). */
-export function listFleetDir(root: string): FleetFileEntry[] {
+/** Every fleet file under `root`, sorted by path; paths are relative to root with '/' separators. */
+export function readFleetDir(root: string): SourceFile[] {
   checkFleetDir(root);
-  const out: FleetFileEntry[] = [];
+  const out: SourceFile[] = [];
   const walk = (dir: string, rel: string) => {
     let entries: fs.Dirent[];
     try {
@@ -64,27 +58,15 @@ export function listFleetDir(root: string): FleetFileEntry[] {
       const abs = path.join(dir, entry.name);
       const relPath = rel ? `${rel}/${entry.name}` : entry.name;
       if (entry.isDirectory()) walk(abs, relPath);
-      else if (entry.isFile() && isFleetFile(entry.name)) out.push({ path: relPath, abs });
+      else if (entry.isFile() && isFleetFile(entry.name)) {
+        try {
+          out.push({ path: relPath, text: fs.readFileSync(abs, 'utf8') });
+        } catch (e) {
+          throw new DragonflyError('DF_ERR_FILE_READ', `cannot read ${relPath}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path: relPath });
+        }
+      }
     }
   };
   walk(root, '');
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-}
-
-export function readFleetFile(entry: FleetFileEntry): SourceFile {
-  try {
-    return { path: entry.path, text: fs.readFileSync(entry.abs, 'utf8') };
-  } catch (e) {
-    throw fileReadError(entry.path, (e as NodeJS.ErrnoException).code ?? String(e));
-  }
-}
-
-/** What a fleet file that cannot be read fails with (`why`: the errno code), whichever thread read it. */
-export function fileReadError(relPath: string, why: string): DragonflyError {
-  return new DragonflyError('DF_ERR_FILE_READ', `cannot read ${relPath}: ${why}`, { path: relPath });
-}
-
-/** Every fleet file under `root`, sorted by path; paths are relative to root with '/' separators. */
-export function readFleetDir(root: string): SourceFile[] {
-  return listFleetDir(root).map(readFleetFile);
 }
