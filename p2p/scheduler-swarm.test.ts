@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { PiecePicker } from './picker.js';
 import { ImageScheduler, ORIGIN_PARENT } from './scheduler.js';
+import { prng } from '../test/prng.js';
 
 const MiB = 1 << 20;
 const TICK = 50;
@@ -28,20 +29,9 @@ interface Transfer {
   endsAt: number;
 }
 
-/** mulberry32, as boot/dhcp/test-builders.ts `prng` (not imported: a p2p test should not load DHCP builders). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function runSwarm(o: SwarmOptions) {
-  const rng = mulberry32(o.rngSeed);
+  const rng = prng(o.rngSeed);
   const size = o.pieces * MiB;
   const cap = o.uploadCap ?? 4;
   const sched = new ImageScheduler({

@@ -14,7 +14,8 @@ import {
   type DhcpPacket,
 } from './packet.js';
 import { decide } from './policy.js';
-import { CONFIG, FIXTURES, fixtureBytes, fixturePacket, hostileDatagram, prng, pxeRequest } from './test-builders.js';
+import { CONFIG, FIXTURES, fixtureBytes, fixturePacket, hostileDatagram, pxeRequest } from './test-builders.js';
+import { prng } from '../../test/prng.js';
 
 const decodeOk = (buf: Uint8Array): DhcpPacket => {
   const d = decodePacket(buf);

@@ -4,7 +4,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DragonflyError } from '../../schemas/errors.js';
 import { encodePacket, MESSAGE_TYPE, OPTION } from './packet.js';
 import { startProxyDhcp, type DhcpLog, type ProxyDhcpServer, type StartProxyDhcpOptions } from './server.js';
-import { CONFIG, fixturePacket, hostileDatagram, prng, pxeRequest, udpClient, until, withChanges } from './test-builders.js';
+import { CONFIG, fixturePacket, hostileDatagram, pxeRequest, udpClient, until, withChanges } from './test-builders.js';
+import { prng } from '../../test/prng.js';
 
 const LOCAL = { ...CONFIG, serverIp: '127.0.0.1', httpUrl: 'http://127.0.0.1:8080' };
 const cleanups: Array<() => Promise<void>> = [];

@@ -103,17 +103,6 @@ export function withChanges(p: DhcpPacket, change: { type?: number; xid?: number
   return { ...p, xid: change.xid ?? p.xid, ciaddr: change.ciaddr ?? p.ciaddr, chaddr: Buffer.from(p.chaddr), options };
 }
 
-/** mulberry32: a seeded PRNG, so that a fuzz failure can be replayed from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Hostile datagrams: pure noise, truncations, bit flips and byte overwrites of real requests, lying option
