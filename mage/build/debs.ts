@@ -136,7 +136,15 @@ export async function fetchDebs(candidates: AptCandidate[], cache: string, log: 
     const bytes = missing.reduce((n, c) => n + (c.size ?? 0), 0);
     log(`downloading ${missing.length} package${missing.length > 1 ? 's' : ''} (${(bytes / 1e6).toFixed(1)} MB) with apt-get download: ${missing.map((c) => c.package).join(' ')}`);
     const t0 = Date.now();
-    await run('apt-get', ['download', '-q', ...missing.map((c) => `${c.package}=${c.version}`)], { cwd: cache, ...(signal ? { signal } : {}) });
+    // Into a directory of its own, then renamed into the cache: two builds at once (serve's and a test's)
+    // must never see each other's half-written .deb, which would fail its sha256 and the build.
+    const incoming = fs.mkdtempSync(path.join(cache, '.incoming-'));
+    try {
+      await run('apt-get', ['download', '-q', ...missing.map((c) => `${c.package}=${c.version}`)], { cwd: incoming, ...(signal ? { signal } : {}) });
+      for (const f of fs.readdirSync(incoming)) if (f.endsWith('.deb')) fs.renameSync(path.join(incoming, f), path.join(cache, f));
+    } finally {
+      fs.rmSync(incoming, { recursive: true, force: true });
+    }
     for (const c of missing) {
       const got = find(c);
       if (!got) throw new MageBuildError(`apt-get download ${c.package}=${c.version} left no matching .deb in ${cache}`, 'run apt-get update, then try again');
