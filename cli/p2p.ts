@@ -2,13 +2,13 @@
 //   preheat --template NAME: the seed reads the template's image now, before the first machine asks
 //   status: each image the server distributes, and its swarm
 //   token --sha256 HEX: the image's P2P token, for peers outside Mage (`dragonfly peer get`)
-import fs from 'node:fs';
 import { p2pToken, readSecret } from '../boot/tokens.js';
 import { DragonflyError } from '../schemas/errors.js';
 import { stateDirFrom } from '../store/lmdb.js';
 import { loadFleetOrThrow, requireFleetArg } from './fleet.js';
 import type { Io } from './output.js';
 import { table } from './table.js';
+import { tokenFrom } from './token-file.js';
 
 export const p2pHelp = `Usage: dragonfly p2p preheat --template NAME --fleet DIR [--server URL] [--token-file FILE]
        dragonfly p2p status [--server URL] [--json] [--token-file FILE]
@@ -51,11 +51,6 @@ export async function p2pCommand(opts: P2pOptions, io: Io): Promise<number> {
     default:
       throw new DragonflyError('DF_ERR_USAGE', opts.sub ? `unknown p2p subcommand "${opts.sub}"` : 'dragonfly p2p needs a subcommand', {}, 'dragonfly p2p preheat | status | token (dragonfly p2p --help)');
   }
-}
-
-function tokenFrom(file: string | undefined, ...env: (string | undefined)[]): string | undefined {
-  if (file) return fs.readFileSync(file, 'utf8').split('\n')[0]!.trim() || undefined;
-  return env.find((e) => e) || undefined;
 }
 
 async function call(url: string, init: RequestInit): Promise<Response> {

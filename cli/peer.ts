@@ -1,12 +1,12 @@
 // `dragonfly peer get`: one downloading peer (p2p/peer.ts) on the command line, as Mage's image2disk uses it:
 // the image from the other peers and the server's seed, every piece verified, the file final only when whole.
-import fs from 'node:fs';
 import { fetchImage, PEER_DEFAULTS, type FetchImageResult } from '../p2p/peer.js';
 import { parseRate, TokenBucket } from '../p2p/rate.js';
 import { DragonflyError, isDragonflyError } from '../schemas/errors.js';
 import { parseDuration } from '../schemas/formats.js';
 import type { Io } from './output.js';
 import { progressBar } from './progress.js';
+import { tokenFrom } from './token-file.js';
 
 export const peerHelp = `Usage: dragonfly peer get URL --sha256 HEX --server SERVER_URL --out FILE [--listen HOST:PORT]
          [--upload-limit RATE] [--download-limit RATE] [--token-file FILE] [--linger DURATION] [--piece-timeout DURATION]
@@ -66,7 +66,7 @@ export async function peerCommand(opts: PeerGetOptions, io: Io): Promise<number>
   if (!opts.server) throw usage('peer get needs --server SERVER_URL (the dragonfly serve that distributes the image)');
   if (!httpUrl(opts.server)) throw new DragonflyError('DF_ERR_URL', `--server is not an http(s) URL: ${JSON.stringify(opts.server.slice(0, 200))}`);
   if (!opts.out) throw usage('peer get needs --out FILE');
-  const token = opts.tokenFile ? fs.readFileSync(opts.tokenFile, 'utf8').split('\n')[0]!.trim() : process.env.DRAGONFLY_P2P_TOKEN?.trim();
+  const token = tokenFrom(opts.tokenFile, process.env.DRAGONFLY_P2P_TOKEN?.trim());
   if (!token) throw usage("peer get needs the image's P2P token: --token-file FILE or DRAGONFLY_P2P_TOKEN (dragonfly p2p token --sha256 HEX prints it)");
   const listen = opts.listen === undefined ? undefined : hostPort(opts.listen);
   const lingerMs = durationMs(opts.linger ?? '30s', '--linger');

@@ -22,6 +22,7 @@ import { errorBody } from '../boot/http-errors.js';
 import { ensureMageImage } from '../mage/build/reuse.js';
 import type { Io } from './output.js';
 import { progressBar } from './progress.js';
+import { tokenFrom } from './token-file.js';
 
 export const serveHelp = `Usage: dragonfly serve [--fleet DIR | --repo URL [--branch B] [--path SUBDIR] [--poll 30s]] [--manual]
                        [--state DIR] [--http HOST:PORT] [--tftp HOST:PORT|off]
@@ -122,10 +123,9 @@ function sizeOption(text: string, flag: string): number {
 }
 
 /** A token from a file (first line) or the environment; an empty one counts as none. */
-function tokenFrom(file: string | undefined, env: string | undefined, flag: string): string | undefined {
-  if (!file) return env || undefined;
-  const token = fs.readFileSync(file, 'utf8').split('\n')[0]!.trim();
-  if (!token) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `${flag} ${file} is empty`);
+function configuredToken(file: string | undefined, env: string | undefined, flag: string): string | undefined {
+  const token = tokenFrom(file, env);
+  if (file && !token) throw new DragonflyError('DF_ERR_SERVE_CONFIG', `${flag} ${file} is empty`);
   return token;
 }
 
@@ -228,8 +228,8 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
   if (opts.dhcp && !opts.dhcpIp) throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--dhcp proxy needs --dhcp-ip, the address machines reach this server at');
   if (opts.mageDir && opts.noMageBuild) throw new DragonflyError('DF_ERR_SERVE_CONFIG', '--mage-dir serves the Mage in DIR and --no-mage-build serves none: give one of them');
   const ipxeDir = opts.ipxeDir ?? '/usr/lib/ipxe';
-  const apiToken = tokenFrom(opts.apiTokenFile, process.env.DRAGONFLY_API_TOKEN, '--api-token-file');
-  const readToken = tokenFrom(opts.readTokenFile, process.env.DRAGONFLY_READ_TOKEN, '--read-token-file');
+  const apiToken = configuredToken(opts.apiTokenFile, process.env.DRAGONFLY_API_TOKEN, '--api-token-file');
+  const readToken = configuredToken(opts.readTokenFile, process.env.DRAGONFLY_READ_TOKEN, '--read-token-file');
   const limits = {
     maxStreams: count(opts.maxStreams, '--max-streams'),
     maxStreamsPerAddress: count(opts.maxStreamsPerAddress, '--max-streams-per-address'),

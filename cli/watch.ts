@@ -1,7 +1,7 @@
 // `dragonfly watch`: follow a running server's event stream (GET /api/v1/events, server-sent events).
-import fs from 'node:fs';
 import { DragonflyError } from '../schemas/errors.js';
 import type { Io } from './output.js';
+import { tokenFrom } from './token-file.js';
 
 export const watchHelp = `Usage: dragonfly watch [--server URL] [--since REV] [--json] [--token-file FILE]
 
@@ -44,7 +44,7 @@ export async function watchCommand(opts: { server?: string; since?: string; json
   const base = (opts.server ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
   let since = opts.since;
   if (since !== undefined && !/^\d+$/.test(since)) throw new DragonflyError('DF_ERR_USAGE', '--since takes a store revision (a number)');
-  const token = opts.tokenFile ? fs.readFileSync(opts.tokenFile, 'utf8').split('\n')[0]!.trim() : process.env.DRAGONFLY_READ_TOKEN || process.env.DRAGONFLY_API_TOKEN;
+  const token = tokenFrom(opts.tokenFile, process.env.DRAGONFLY_READ_TOKEN, process.env.DRAGONFLY_API_TOKEN);
   for (;;) {
     try {
       const res = await fetch(`${base}/api/v1/events${since !== undefined ? `?since=${since}` : ''}`, {
