@@ -68,6 +68,7 @@ export function createMetrics(store: Store, tftpStats?: () => TftpStats): BootMe
     stat('dragonfly_tftp_transfers_total', 'TFTP transfers started', (s) => s.transfers, 'counter');
     stat('dragonfly_tftp_bytes_total', 'TFTP payload bytes acknowledged by clients', (s) => s.bytes, 'counter');
     stat('dragonfly_tftp_errors_total', 'TFTP errors: failed transfers, refused requests, malformed datagrams', (s) => s.errors, 'counter');
+    stat('dragonfly_tftp_unconfirmed_total', 'TFTP transfers fully sent whose final ACK never came', (s) => s.unconfirmed, 'counter');
     stat('dragonfly_tftp_active_transfers', 'TFTP transfers in progress', (s) => s.active, 'gauge');
   }
   return {

@@ -305,7 +305,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
       ...(limits.maxEvents ? { maxEvents: limits.maxEvents } : {}),
       ...(webhookSecret ? { webhookSecret } : {}),
       ...(git ? { webhookBranch: git.branch, onWebhookPush: () => follower?.fetchNow() } : {}),
-      tftpStats: () => tftpServer?.stats() ?? { transfers: 0, bytes: 0, errors: 0, active: 0 },
+      tftpStats: () => tftpServer?.stats() ?? { transfers: 0, bytes: 0, errors: 0, unconfirmed: 0, active: 0 },
       p2pSeed: seed,
       logger: log,
     });

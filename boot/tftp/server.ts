@@ -52,6 +52,12 @@ export interface TftpStats {
    * transfers that failed or that the client aborted.
    */
   errors: number;
+  /**
+   * Transfers whose every block was sent and all but the last acknowledged, after which the client went
+   * quiet: its final ACK was lost (RFC 1350 §6 lets it leave on sending it). Not errors; their last block is
+   * not in `bytes`.
+   */
+  unconfirmed: number;
 }
 
 export interface TftpServer {
@@ -86,7 +92,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   const { host, source, log } = opts;
   const type = isIPv6(host) ? 'udp6' : 'udp4';
 
-  const counters = { transfers: 0, active: 0, bytes: 0, errors: 0 };
+  const counters = { transfers: 0, active: 0, bytes: 0, errors: 0, unconfirmed: 0 };
   const slots = new Map<string, Slot>();
   /** Slots held per source address (all its ports); an address leaves the map with its last slot. */
   const perHost = new Map<string, number>();
@@ -250,7 +256,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     transfer.start();
     if (slot.cancelled || closing) transfer.abort(closing ? 'closed' : 'superseded');
     const outcome = await transfer.done;
-    if (!QUIET_OUTCOMES.has(outcome)) counters.errors++;
+    if (outcome === 'unconfirmed') counters.unconfirmed++;
+    else if (!QUIET_OUTCOMES.has(outcome)) counters.errors++;
     if (outcome === 'complete') {
       log?.info({ file: filename, peer: peerText(peer), bytes: file.size, ms: Date.now() - started, ...params }, 'tftp: file sent');
     }

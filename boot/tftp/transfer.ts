@@ -20,6 +20,7 @@ export type TransferOutcome =
   | 'option-refused' // the client answered the OACK with ERROR 8: it only wanted the tsize (PXE ROMs do this)
   | 'client-error' // the client sent another ERROR
   | 'timeout' // no progress after the last retry
+  | 'unconfirmed' // every block sent and all but the last acknowledged; the final ACK never came (RFC 1350 §6)
   | 'read-error' // the source failed, or the file shrank under the transfer
   | 'protocol-error' // the client sent a packet that has no place in a read transfer
   | 'socket-error' // the transfer's socket failed
@@ -254,6 +255,12 @@ export class Transfer {
 
   private fail(outcome: TransferOutcome, code: number, message: string, extra: Record<string, unknown> = {}): void {
     if (this.phase === 'ended') return;
+    // RFC 1350 §6: the client may end its side on sending the final ACK, and that ACK can be lost. Its later
+    // silence (a timeout) or its closed port (ECONNREFUSED from our retransmission) is then no failure of ours.
+    if ((outcome === 'timeout' || outcome === 'socket-error') && this.phase === 'data' && this.total > 0 && this.acked === this.total - 1 && this.highestSent === this.total) {
+      this.cfg.log?.info({ file: this.cfg.filename, peer: peerText(this.cfg.peer), ...extra }, 'tftp: last block sent, its acknowledgement never came');
+      return this.end('unconfirmed');
+    }
     this.cfg.log?.warn({ file: this.cfg.filename, peer: peerText(this.cfg.peer), outcome, ...extra }, `tftp: ${message}`);
     this.end(outcome, { code, message });
   }
