@@ -24,6 +24,11 @@ export interface P2pHubOptions {
   maxImages?: number;
   /** Held long polls per image (default 10,000: one per peer). */
   maxWaiters?: number;
+  /**
+   * How long a peer whose long poll closed unanswered (killed, or its link cut) keeps its grants and its
+   * place as a parent before it counts as gone, unless it polls again (default 3 s).
+   */
+  abandonGraceMs?: number;
   now?: () => number;
 }
 
@@ -36,6 +41,10 @@ interface ImageState {
   scheduler: ImageScheduler;
   waiters: Set<() => void>;
   usedAt: number;
+  /** Peers whose long polls closed unanswered, and when their grace ends. */
+  suspects: Map<string, number>;
+  /** One timer per image: it sweeps when the first suspect's grace has run out. */
+  recheck?: NodeJS.Timeout;
 }
 
 export type ManifestAnswer = { kind: 'ready'; manifest: Manifest } | { kind: 'preparing' } | { kind: 'failed'; error: unknown } | { kind: 'unknown' };
@@ -163,6 +172,37 @@ export class P2pHub {
     });
   }
 
+  /**
+   * A peer's long poll closed before its answer: a killed peer, or one whose link went down. Its grants and
+   * its place as a parent go after a short grace (the survivors are woken then), not after the liveness
+   * timeout; a peer that merely reconnects polls again within the grace and keeps both.
+   */
+  abandoned(sha256: string, peerId: string): void {
+    const state = this.images.get(sha256);
+    if (!state || this.closed) return;
+    const grace = this.opts.abandonGraceMs ?? 3_000;
+    if (!state.scheduler.suspect(peerId, this.now(), grace)) return;
+    // Bounded by the scheduler's own peer cap: only known peers get here.
+    state.suspects.set(peerId, this.now() + grace + 1);
+    this.armRecheck(state);
+  }
+
+  /** Sweeps the image when the first suspect's grace ends, then waits for the next one. */
+  private armRecheck(state: ImageState): void {
+    if (state.recheck || state.suspects.size === 0) return;
+    const at = Math.min(...state.suspects.values());
+    const timer = setTimeout(() => {
+      state.recheck = undefined;
+      if (this.closed || this.images.get(state.sha256) !== state) return;
+      const now = this.now();
+      for (const [id, due] of state.suspects) if (due <= now) state.suspects.delete(id);
+      if (state.scheduler.sweep(now).length > 0) this.wake(state);
+      this.armRecheck(state);
+    }, Math.max(0, at - this.now()));
+    timer.unref();
+    state.recheck = timer;
+  }
+
   async seedPiece(sha256: string, index: number): Promise<Buffer | undefined> {
     const state = this.images.get(sha256);
     if (!state || !Number.isInteger(index) || index < 0 || index >= state.manifest.pieces.length) return undefined;
@@ -182,7 +222,10 @@ export class P2pHub {
     this.closed = true;
     this.unwatch?.();
     clearInterval(this.sweeper);
-    for (const state of this.images.values()) for (const w of [...state.waiters]) w();
+    for (const state of this.images.values()) {
+      if (state.recheck) clearTimeout(state.recheck);
+      for (const w of [...state.waiters]) w();
+    }
     this.images.clear();
   }
 
@@ -205,7 +248,7 @@ export class P2pHub {
       seed: { id: SEED_ID, url: base },
       originUrl: image.url,
     });
-    this.images.set(image.sha256, { sha256: image.sha256, url: image.url, manifest, scheduler, waiters: new Set(), usedAt: this.now() });
+    this.images.set(image.sha256, { sha256: image.sha256, url: image.url, manifest, scheduler, waiters: new Set(), suspects: new Map(), usedAt: this.now() });
   }
 
   /** A workflow's image as the seed reads it: ${server.url} filled in, the digest in lowercase. */

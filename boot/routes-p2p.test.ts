@@ -157,6 +157,49 @@ describe('P2P API', () => {
     expect(again.statusCode).toBe(403);
   });
 
+  it('a peer whose long poll closes unanswered (killed) loses its grant and its place within the grace; one that polls again keeps both', async () => {
+    await manifestReady();
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}${base}`;
+    const call = (method: string, p: string, payload?: unknown, signal?: AbortSignal) =>
+      fetch(`${url}${p}`, { method, headers: { ...auth(), ...(payload ? { 'content-type': 'application/json' } : {}) }, body: payload ? JSON.stringify(payload) : undefined, signal });
+    const joinHere = async (peerId: string, port: number) => {
+      const r = await call('POST', '/peers', { peerId, url: `http://127.0.0.1:${port}`, have: new Bitfield(PIECES).toBase64() });
+      expect(r.status).toBe(200);
+      return ((await r.json()) as { revision: number }).revision;
+    };
+    /** Opens a long poll, lets the server hold it, then closes the connection as a killed process would. */
+    const pollAndVanish = async (peerId: string, since: number) => {
+      const gone = new AbortController();
+      const poll = call('GET', `/peers/${peerId}/parents?since=${since}&wait=20`, undefined, gone.signal).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 100));
+      gone.abort();
+      await poll;
+    };
+    await joinHere('peer-dead', 7001);
+    await joinHere('peer-back', 7002);
+    await joinHere('peer-wait', 7003);
+    expect(await (await call('POST', '/peers/peer-dead/origin', { pieces: [0] })).json()).toMatchObject({ kind: 'granted', piece: 0 });
+    expect(await (await call('POST', '/peers/peer-back/origin', { pieces: [1] })).json()).toMatchObject({ kind: 'granted', piece: 1 });
+    expect((await call('POST', '/peers/peer-dead/have', { pieces: [2] })).status).toBe(204);
+    const rev = ((await (await call('GET', `/peers/peer-wait/parents?wait=0`)).json()) as { revision: number }).revision;
+    // The survivor waits for news; the dead peer's poll closes; the other reconnects at once.
+    const news = call('GET', `/peers/peer-wait/parents?since=${rev}&wait=20`).then(async (r) => (await r.json()) as { revision: number; parents: { peerId: string }[] });
+    await pollAndVanish('peer-dead', rev);
+    await pollAndVanish('peer-back', rev);
+    const back = call('GET', `/peers/peer-back/parents?since=${rev}&wait=20`);
+    const { revision, parents } = await news;
+    // Woken by the dead peer's departure (after the 3 s grace, long before the 30 s liveness timeout), not by
+    // the poll's own 20 s: the image's state moved.
+    expect(revision).toBeGreaterThan(rev);
+    expect(parents.map((p) => p.peerId)).not.toContain('peer-dead');
+    expect(await (await call('POST', '/peers/peer-wait/origin', { pieces: [0] })).json()).toMatchObject({ kind: 'granted', piece: 0 });
+    expect(await (await call('POST', '/peers/peer-wait/origin', { pieces: [1] })).json()).toMatchObject({ kind: 'wait', piece: 1, holder: 'peer-back' });
+    expect((await call('POST', '/peers/peer-dead/have', { pieces: [0] })).status).toBe(404); // forgotten: it must join again
+    await app.close(); // answers the held poll
+    await back.catch(() => undefined);
+  });
+
   it('serves the seed\'s pieces to token holders only, by index', async () => {
     const m = await manifestReady();
     const r = await app.inject({ url: `/p2p/${SHA}/pieces/2`, headers: auth() });

@@ -103,7 +103,11 @@ export const p2pRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: P2pHub }
       if (!s.touch(req.params.peerId, now())) return reply.code(404).send(errorBody('DF_ERR_NOT_FOUND', 'unknown peer: announce again'));
       // Long poll: held until the image's state moves past `since` (a piece held, a peer joined or dropped).
       const abort = new AbortController();
-      req.raw.once('close', () => abort.abort());
+      req.raw.once('close', () => {
+        abort.abort();
+        // Closed before its answer: the peer is gone (killed, cut off) or reconnecting; the hub gives it a grace.
+        if (!reply.raw.headersSent) hub.abandoned(req.params.sha256, req.params.peerId);
+      });
       const since = req.query.since ?? -1;
       await hub.waitForChange(req.params.sha256, since, (req.query.wait ?? 0) * 1000, abort.signal);
       const current = hub.scheduler(req.params.sha256);

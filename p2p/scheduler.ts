@@ -241,6 +241,18 @@ export class ImageScheduler {
     return peer !== undefined;
   }
 
+  /**
+   * The peer's connection went away without a word (its long poll closed before the answer): unless it is
+   * heard from again within `graceMs`, it counts as gone, its grants free and it is no longer handed out,
+   * instead of after the whole liveness timeout. A peer that only reconnects touches again in time.
+   */
+  suspect(peerId: string, now: number, graceMs: number): boolean {
+    const peer = this.peers.get(peerId);
+    if (!peer) return false;
+    peer.lastSeen = Math.min(peer.lastSeen, now - this.opts.livenessMs + graceMs);
+    return true;
+  }
+
   /** A peer leaves (finished and rebooting, or shut down); its open grants are released. */
   leave(peerId: string): boolean {
     if (peerId === this.seedId) {
