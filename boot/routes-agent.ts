@@ -6,7 +6,7 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { DragonflyError } from '../schemas/errors.js';
 import { isUnicastMac, normalizeMac } from '../schemas/mac.js';
 import type { DiscoveryGate } from './discovery-gate.js';
-import type { ActionReport, ClaimRequest, FinishReport, MachineRecord, RegisterRequest, RegisterResponse, Workflow } from '../schemas/types.js';
+import type { ActionReport, ClaimRequest, FinishReport, MachineRecord, RegisterRequest, RegisterResponse, Workflow, WorkflowP2P } from '../schemas/types.js';
 import { machineKey, workflowKey } from '../store/keys.js';
 import { bootFateFor } from '../schemas/lifecycle.js';
 import { publicWorkflow } from './public.js';
@@ -14,7 +14,7 @@ import { recordHardware } from './observe.js';
 import { claimWorkflow, finishWorkflow, reportAction, WorkflowClaimedError, WorkflowStateError } from './workflow-progress.js';
 import type { BootServerDeps } from './deps.js';
 import { bearerToken as bearer } from './auth.js';
-import { claimSecretMatches, secretSha256, verifyWorkflowToken } from './tokens.js';
+import { claimSecretMatches, p2pToken, secretSha256, verifyWorkflowToken } from './tokens.js';
 import { MachineWaiters } from './waiters.js';
 import { def, refusing, type Refusal } from './route-schemas.js';
 import { withServerUrl } from './server-url.js';
@@ -52,6 +52,14 @@ export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps; gate: Disco
       throw new DragonflyError('DF_ERR_WORKFLOW_CLAIMED', `workflow ${id} was claimed by another Mage; its token alone is refused`);
     }
     throw new DragonflyError('DF_ERR_UNAUTHORIZED', 'this call needs the secret of the Mage that claimed the workflow, from its address');
+  };
+  /**
+   * The workflow as its claimant gets it: ${server.url} filled in, and, when this server distributes images
+   * peer to peer, the image's P2P token (only a claimant holds one: a MAC named on the boot network does not).
+   */
+  const forClaimant = (wf: Workflow): Workflow & { p2p?: WorkflowP2P } => {
+    const out = withServerUrl(publicWorkflow(wf), deps.serverUrl);
+    return deps.p2pSeed && wf.image ? { ...out, p2p: { token: p2pToken(deps.secret, wf.image.sha256) } } : out;
   };
   const ended = (e: unknown): never => {
     if (e instanceof WorkflowClaimedError) throw new DragonflyError('DF_ERR_WORKFLOW_CLAIMED', e.message);
@@ -127,7 +135,7 @@ export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps; gate: Disco
       const wf = await claimWorkflow(deps.store, id, { secretSha256: secretSha256(req.body.secret), ip: req.ip }).catch(ended);
       if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
       req.log.info({ workflow: id, mac: wf.mac, ip: req.ip }, 'workflow claimed');
-      return withServerUrl(publicWorkflow(wf), deps.serverUrl);
+      return forClaimant(wf);
     },
   );
 
@@ -135,7 +143,7 @@ export const agentRoutes: FastifyPluginAsync<{ deps: BootServerDeps; gate: Disco
     const id = await authorize(req);
     const wf = await readWorkflow(id);
     if (!wf) throw new DragonflyError('DF_ERR_NOT_FOUND', 'no such workflow');
-    return withServerUrl(publicWorkflow(wf), deps.serverUrl);
+    return forClaimant(wf);
   });
 
   app.post<{ Params: WorkflowParams & { index: number }; Body: ActionReport }>(

@@ -2,7 +2,7 @@
 // booted for, report progress, and keep going through network failures and server restarts.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import type { ActionReport, HardwareReport, RegisterResponse, Workflow } from '../schemas/types.js';
+import type { ActionReport, HardwareReport, RegisterResponse, Workflow, WorkflowP2P } from '../schemas/types.js';
 import type { FastTrack } from './fast-track.js';
 import { runWorkflow, type RunOutcome } from './workflow-runner.js';
 
@@ -31,6 +31,8 @@ export interface AgentOptions {
   fastTrack?: () => Promise<FastTrack>;
   /** Stop waiting: the agent returns 'stopped' at once, even from a held registration. */
   signal?: AbortSignal;
+  /** Fetch images from their URL only, even when the server offers its P2P swarm (`--no-p2p`). */
+  noP2p?: boolean;
 }
 
 export class AgentError extends Error {
@@ -127,7 +129,10 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
     try {
       reg = await call<RegisterResponse>(opts, 'POST', '/api/v1/agent/register', request, credential, { timeoutMs: (hold ? waitSeconds * 1000 : 0) + CALL_TIMEOUT_MS, stoppable: true });
     } catch (e) {
-      if (e instanceof Stopped) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
+      if (e instanceof Stopped) {
+        if (outcome?.ok) outcome.linger?.stop();
+        return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
+      }
       throw e;
     }
     opts.log?.(`registered as ${reg.name} (${reg.memorableName}): ${reg.instruction}${reg.workflow ? ` ${reg.workflow}` : ''}`);
@@ -143,7 +148,18 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
       }
       opts.log?.(`no fast track (${next.reason}): rebooting`);
     }
-    if (reg.instruction === 'reboot' || reg.instruction === 'localboot') return { instruction: reg.instruction, ...(outcome ? { outcome } : {}) };
+    if (reg.instruction === 'reboot' || reg.instruction === 'localboot') {
+      if (outcome?.ok && outcome.linger) {
+        // The image written, the workflow reported: serve the rest of the rollout until it stops asking
+        // (a few idle seconds, a minute at most), then reboot.
+        opts.log?.('serving the image to the rest of the rollout before the reboot');
+        const stop = () => outcome?.ok && outcome.linger?.stop();
+        opts.signal?.addEventListener('abort', stop, { once: true });
+        await outcome.linger.done;
+        opts.signal?.removeEventListener('abort', stop);
+      }
+      return { instruction: reg.instruction, ...(outcome ? { outcome } : {}) };
+    }
     if (reg.instruction === 'wait') {
       if (opts.signal?.aborted) return { instruction: 'stopped', ...(outcome ? { outcome } : {}) };
       // With long polls the next registration is held, so no sleep beyond a 1 s guard against a server that
@@ -154,9 +170,9 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
     }
     // run: the workflow this Mage was booted for. Claim it (once), or read it again as its claimant.
     const id = reg.workflow!;
-    let wf: Workflow;
+    let wf: Workflow & { p2p?: WorkflowP2P };
     try {
-      wf = claimed === id ? await call<Workflow>(opts, 'GET', `/api/v1/agent/workflows/${id}`, undefined, secret) : await call<Workflow>(opts, 'POST', `/api/v1/agent/workflows/${id}/claim`, { secret }, token);
+      wf = claimed === id ? await call<typeof wf>(opts, 'GET', `/api/v1/agent/workflows/${id}`, undefined, secret) : await call<typeof wf>(opts, 'POST', `/api/v1/agent/workflows/${id}/claim`, { secret }, token);
     } catch (e) {
       if (!(e instanceof AgentError) || e.code !== 'DF_ERR_WORKFLOW_CLAIMED') throw e;
       // Someone else claimed it first. Nothing of this Mage's writes to the disk; the operator sees the claim.
@@ -173,6 +189,8 @@ export async function runAgent(opts: AgentOptions): Promise<{ instruction: 'rebo
       dryRunKexec: opts.dryRunKexec ?? false,
       report: (index: number, report: ActionReport) => call(opts, 'POST', `/api/v1/agent/workflows/${id}/actions/${index}`, report, secret).then(() => undefined),
       log: (line) => opts.log?.(line),
+      // The image through the server's swarm (with the URL as fallback) when the server handed a token.
+      ...(wf.p2p && !opts.noP2p ? { p2p: { server: opts.server, token: wf.p2p.token } } : {}),
     });
     // What the workflow left on the disks, from the claimant: the one report that replaces the stored hardware.
     const after = await opts.inventory().catch((e: Error) => (opts.log?.(`hardware report after the workflow failed: ${e.message}`), undefined));

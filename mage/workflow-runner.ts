@@ -5,7 +5,7 @@ import { isDragonflyError, type ErrorCode } from '../schemas/errors.js';
 import type { ActionReport, Workflow } from '../schemas/types.js';
 import { verifyInstallDisk } from './disk-identity.js';
 import { diskSize, isBlockDevice, partitionLocation } from './disk-layout.js';
-import { runImage2Disk, type Compression } from './actions/image2disk.js';
+import { runImage2Disk, type Compression, type P2pSource } from './actions/image2disk.js';
 import { runKexec, type KexecParams } from './actions/kexec.js';
 import { refreshPartitions, runPartition } from './actions/partition.js';
 import { runWriteFile, type WriteFileParams } from './actions/writefile.js';
@@ -23,9 +23,17 @@ export interface RunnerContext {
   dryRunKexec: boolean;
   report(index: number, report: ActionReport): Promise<void>;
   log(line: string): void;
+  /** image2disk fetches through the server's P2P swarm first (the claimant's workflow carried the token). */
+  p2p?: P2pSource;
 }
 
-export type RunOutcome = { ok: true; kexec?: string[][] } | { ok: false; error: string; code?: ErrorCode };
+/** A peer still serving the image to the rest of the rollout after the workflow: wait for it, or stop it. */
+export interface Linger {
+  done: Promise<unknown>;
+  stop(): void;
+}
+
+export type RunOutcome = { ok: true; kexec?: string[][]; linger?: Linger } | { ok: false; error: string; code?: ErrorCode };
 
 /**
  * Whether this run may write its disk: with the workflow's own disk, only when it is the disk the workflow
@@ -68,6 +76,11 @@ export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk
   } catch (e) {
     return { ok: false, error: (e as Error).message, ...(isDragonflyError(e) ? { code: e.code } : {}) };
   }
+  let linger: Linger | undefined;
+  const failed = (outcome: Extract<RunOutcome, { ok: false }>): RunOutcome => {
+    linger?.stop(); // a failed workflow's machine serves nobody: it is not what the rollout installs
+    return outcome;
+  };
   for (const [index, step] of wf.actions.entries()) {
     const label = `${step.action} (action ${index + 1} of ${wf.actions.length})`;
     await ctx.report(index, { state: 'running', percent: 0, message: `${label} started` });
@@ -99,9 +112,18 @@ export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk
             {
               onProgress: (p) => progress(index, { state: 'running', percent: p.percent, bytes: p.bytes, rate: p.rate, message: p.message }),
               onLog: ctx.log,
+              ...(ctx.p2p ? { p2p: ctx.p2p } : {}),
             },
           );
           ctx.log(`image2disk: ${r.bytes} bytes written to ${target.path}${target.offset ? ` at offset ${target.offset}` : ''}, sha256 ${r.sha256} verified`);
+          if (r.p2p) {
+            const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+            ctx.log(`image2disk: over P2P: ${mib(r.p2p.fromPeers)} MiB from peers, ${mib(r.p2p.fromSeed)} MiB from the server's seed, ${mib(r.p2p.fromOrigin)} MiB from the image URL`);
+          }
+          if (r.lingering && r.stopLingering) {
+            linger?.stop();
+            linger = { done: r.lingering, stop: r.stopLingering };
+          }
           // A whole-disk image brings its own partition table: the kernel must read it before the next
           // actions look for the partitions' devices (/dev/vda1 did not exist for writefile otherwise).
           if (params.partition === undefined && isBlockDevice(target.path)) {
@@ -126,8 +148,8 @@ export async function runWorkflow(wf: Pick<Workflow, 'actions' | 'image' | 'disk
     } catch (e) {
       const error = `${label} failed: ${(e as Error).message}`;
       await ctx.report(index, { state: 'failed', message: error }).catch(() => undefined);
-      return { ok: false, error, ...(isDragonflyError(e) ? { code: e.code } : {}) };
+      return failed({ ok: false, error, ...(isDragonflyError(e) ? { code: e.code } : {}) });
     }
   }
-  return kexec ? { ok: true, kexec } : { ok: true };
+  return { ok: true, ...(kexec ? { kexec } : {}), ...(linger ? { linger } : {}) };
 }

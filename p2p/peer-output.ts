@@ -12,9 +12,10 @@ export type ImageOutput =
   /**
    * The raw image, written by offset. `atomic` (for a file): written to PATH.part, renamed to PATH only once the
    * whole image is verified, and the part file removed on failure, so nothing unfinished ever looks done.
-   * Without it (a disk) the path is written in place, and holds only verified pieces.
+   * Without it (a disk) the path is written in place, and holds only verified pieces; `offset` (default 0) is
+   * where the image starts in it (a partition inside a disk image).
    */
-  | { kind: 'file'; path: string; atomic?: boolean }
+  | { kind: 'file'; path: string; atomic?: boolean; offset?: number }
   /**
    * Pieces handed on strictly in order (a compressed image must reach its decompressor so); the next piece is
    * not handed on before the promise resolves. Other peers are served from a RAM window of `ramWindowBytes`
@@ -38,7 +39,7 @@ export interface ImageSink {
 }
 
 export async function openSink(output: ImageOutput, manifest: Manifest, onEvict: (i: number) => void): Promise<ImageSink> {
-  return output.kind === 'file' ? FileSink.open(output.path, output.atomic ?? false, manifest) : new StreamSink(output, manifest, onEvict);
+  return output.kind === 'file' ? FileSink.open(output.path, output.atomic ?? false, output.offset ?? 0, manifest) : new StreamSink(output, manifest, onEvict);
 }
 
 /** A piece store that can be pointed at another store (the file after its rename) under a running server. */
@@ -63,28 +64,30 @@ class FileSink implements ImageSink {
   private constructor(
     readonly path: string,
     readonly partPath: string,
+    readonly base: number,
     readonly manifest: Manifest,
     private handle: fs.FileHandle | undefined,
   ) {
     // The written pieces are hashed again as they are read back: if the file changed, it is not served.
-    const file = new FilePieceStore({ path: partPath, manifest });
+    const file = new FilePieceStore({ path: partPath, base, manifest });
     this.#files = [file];
     this.store = new SwitchableStore(file);
   }
 
-  static async open(path: string, atomic: boolean, manifest: Manifest): Promise<FileSink> {
+  static async open(path: string, atomic: boolean, base: number, manifest: Manifest): Promise<FileSink> {
+    if (atomic && base !== 0) throw new Error('an atomic output file starts at offset 0');
     const partPath = atomic ? `${path}.part` : path;
     // A part file starts empty and sparse at the image's size; a disk (or existing file) is written in place.
     const handle = atomic ? await fs.open(partPath, 'w+') : await fs.open(partPath, 'r+').catch(() => fs.open(partPath, 'w+'));
     if (atomic) await handle.truncate(manifest.size);
-    return new FileSink(path, partPath, manifest, handle);
+    return new FileSink(path, partPath, base, manifest, handle);
   }
 
   async put(i: number, bytes: Buffer): Promise<void> {
     const { offset } = pieceRange(this.manifest, i);
     const handle = this.#handle();
     for (let at = 0; at < bytes.length; ) {
-      const { bytesWritten } = await handle.write(bytes, at, bytes.length - at, offset + at);
+      const { bytesWritten } = await handle.write(bytes, at, bytes.length - at, this.base + offset + at);
       at += bytesWritten;
     }
     this.#files[0]!.markWritten(i);
@@ -96,7 +99,7 @@ class FileSink implements ImageSink {
     const bytes = Buffer.allocUnsafe(length);
     let got = 0;
     while (got < length) {
-      const { bytesRead } = await this.#handle().read(bytes, got, length - got, offset + got);
+      const { bytesRead } = await this.#handle().read(bytes, got, length - got, this.base + offset + got);
       if (bytesRead === 0) break;
       got += bytesRead;
     }

@@ -76,6 +76,13 @@ export interface FetchImageOptions {
   signal?: AbortSignal;
   log?: PeerLog;
   onProgress?: (p: PeerProgress) => void;
+  /** The manifest, before anything is written: throwing here (the image cannot fit) ends the fetch with that error. */
+  onManifest?: (m: Manifest) => void;
+  /**
+   * The image is whole, verified and final; the promise of fetchImage resolves only after the linger. A caller
+   * that goes on meanwhile (Mage's next actions) ends the linger early with `signal`.
+   */
+  onWhole?: (p: PeerProgress) => void;
   /** Wraps the store the piece server serves (tests serve corrupt pieces through it). */
   wrapServedStore?: (store: PieceStore) => PieceStore;
 }
@@ -144,6 +151,7 @@ export async function fetchImage(opts: FetchImageOptions): Promise<FetchImageRes
     const client = new SchedulerClient(opts.server, sha256, opts.token, opts.peerId ?? `peer-${randomBytes(8).toString('hex')}`);
     const deadline = started + (opts.prepareTimeoutMs ?? PEER_DEFAULTS.prepareTimeoutMs);
     const manifest = await client.manifest({ deadline, signal: stop.signal, ...(opts.size !== undefined ? { size: opts.size } : {}) });
+    opts.onManifest?.(manifest);
     return await new PeerRun(opts, client, manifest, stop, started).run();
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
@@ -295,6 +303,7 @@ class PeerRun {
     this.downloadMs = performance.now() - this.started;
     this.opts.onProgress?.(this.progress());
     this.log?.info({ ...this.progress(), ms: Math.round(this.downloadMs) }, 'peer: image complete and verified');
+    this.opts.onWhole?.(this.progress());
   }
 
   /** Keep serving while others still ask, up to lingerMs; an abort ends it early (the image is already final). */

@@ -21,6 +21,8 @@ export interface PieceStore {
 export interface FilePieceStoreOptions {
   /** The disk or file the raw image is written to, piece i at pieceRange(manifest, i).offset. */
   path: string;
+  /** Where the image starts in the file (a partition at an offset of a disk image; default 0). */
+  base?: number;
   manifest: Manifest;
   /**
    * Hash each piece again as it is read, and drop it (onEvict) when the disk no longer holds it (default true).
@@ -37,6 +39,7 @@ export interface FilePieceStoreOptions {
 /** Pieces of a raw image being written to a disk or file, read back by offset once marked written. */
 export class FilePieceStore implements PieceStore {
   readonly path: string;
+  readonly base: number;
   readonly manifest: Manifest;
   readonly #verifyOnRead: boolean;
   readonly #onEvict: ((i: number) => void) | undefined;
@@ -46,6 +49,7 @@ export class FilePieceStore implements PieceStore {
 
   constructor(opts: FilePieceStoreOptions) {
     this.path = opts.path;
+    this.base = opts.base ?? 0;
     this.manifest = opts.manifest;
     this.#verifyOnRead = opts.verifyOnRead ?? true;
     this.#onEvict = opts.onEvict;
@@ -67,7 +71,7 @@ export class FilePieceStore implements PieceStore {
     const { offset, length } = pieceRange(this.manifest, i);
     let bytes: Buffer;
     try {
-      bytes = await readExactly(await this.#handle(), offset, length);
+      bytes = await readExactly(await this.#handle(), this.base + offset, length);
     } catch (e) {
       if (this.#closed) return undefined; // closed under a read in flight
       throw e;

@@ -148,6 +148,7 @@ export interface DragonflySchemas {
   agentRegisterRequest?: RegisterRequest;
   agentRegisterResponse?: RegisterResponse;
   agentClaimRequest?: ClaimRequest;
+  agentWorkflowP2p?: WorkflowP2P;
   agentActionReport?: ActionReport;
   agentFinishReport?: FinishReport;
 }
@@ -809,6 +810,15 @@ export interface ClaimRequest {
    * 32 random bytes, hex; the server keeps only their sha256.
    */
   secret: string;
+}
+/**
+ * Added to the claimant's workflow (the claim's answer and its later GETs, never stored) when the server distributes the workflow's image peer to peer: Mage's image2disk fetches it through the swarm of this server, presenting this token, and falls back to the image URL if the swarm fails.
+ */
+export interface WorkflowP2P {
+  /**
+   * The image's P2P token (an HMAC of its sha256 under the server secret): for the scheduler, the seed and every peer's piece server.
+   */
+  token: string;
 }
 export interface ActionReport {
   state: 'running' | 'succeeded' | 'failed';

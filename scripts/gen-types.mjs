@@ -9,7 +9,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const dir = path.join(here, '..', 'schemas');
 const roots = ['machine', 'template', 'assignment', 'workflow', 'machine-record', 'hardware', 'plan', 'p2p'];
 // Schemas that are only a set of $defs (API bodies): each definition becomes a type.
-const defsOnly = { agent: ['RegisterRequest', 'RegisterResponse', 'ClaimRequest', 'ActionReport', 'FinishReport'] };
+const defsOnly = { agent: ['RegisterRequest', 'RegisterResponse', 'ClaimRequest', 'WorkflowP2p', 'ActionReport', 'FinishReport'] };
 
 export async function generateTypes() {
   // One synthetic root that references every schema, so shared definitions are emitted once.

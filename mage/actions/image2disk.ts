@@ -4,14 +4,16 @@
 // zstd / xz / bzip2 images are decoded by the distribution's own processes and written by dd
 // (decode-to-disk.ts), so Node carries only the compressed stream; gzip uses node:zlib. bench/image2disk
 // measures the native decoders against the JavaScript libraries (fzstd, xz-decompress): native won.
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import { decodeToDisk, type DecodeToDisk } from './decode-to-disk.js';
+import type { PeerProgress } from '../../p2p/peer.js';
+import { swarmStream, swarmToTarget, type P2pSource, type SwarmRun } from './p2p-source.js';
 import { Image2DiskError, type Target } from './target.js';
 import { zstdContentSize } from './zstd-header.js';
 
-export { Image2DiskError, type Target };
+export { Image2DiskError, type P2pSource, type Target };
 
 export type Compression = 'none' | 'gzip' | 'zstd' | 'xz' | 'bzip2';
 
@@ -142,46 +144,80 @@ async function feed(source: AsyncIterable<Uint8Array>, sink: DecodeToDisk): Prom
   if (!sink.closed()) input.end();
 }
 
-export async function runImage2Disk(
-  params: Image2DiskParams,
-  target: Target,
-  opts: { retries?: number; onProgress?: (p: Progress) => void; onLog?: (line: string) => void } = {},
-): Promise<{ bytes: number; sha256: string }> {
+export interface Image2DiskOptions {
+  retries?: number;
+  onProgress?: (p: Progress) => void;
+  onLog?: (line: string) => void;
+  /** Fetch through the server's P2P swarm first (the claimant's workflow carries the token); the URL is the fallback. */
+  p2p?: P2pSource;
+}
+
+export interface Image2DiskResult {
+  bytes: number;
+  sha256: string;
+  /** Where the image's bytes came from, when the swarm delivered it. */
+  p2p?: { fromPeers: number; fromSeed: number; fromOrigin: number };
+  /** The peer still serving the rollout after the image was written: settles once it left the swarm. */
+  lingering?: Promise<unknown>;
+  /** Ends that linger now (before a reboot). */
+  stopLingering?: () => void;
+}
+
+/** Errors of the image itself: the URL would give the same bytes, so falling back to it is pointless. */
+const IMAGE_IS_WRONG = new Set(['DF_ERR_IMAGE_SHA256', 'DF_ERR_SHA256']);
+
+export async function runImage2Disk(params: Image2DiskParams, target: Target, opts: Image2DiskOptions = {}): Promise<Image2DiskResult> {
   const compression = compressionOf(params.url, params.compression);
   // Fail before writing anything when the image cannot fit.
   if (params.size !== undefined && params.size > target.capacity) throw tooLarge(params.size, target);
-  const hash = createHash('sha256');
-  let downloaded = 0;
+  if (opts.p2p) {
+    try {
+      return await viaSwarm(params, compression, target, opts.p2p, opts);
+    } catch (e) {
+      if (e instanceof Image2DiskError || IMAGE_IS_WRONG.has(codeOf(e) ?? '')) throw e;
+      opts.onLog?.(`image2disk: the P2P swarm failed (${codeOf(e) ?? 'error'}: ${(e as Error).message}); fetching ${params.url} directly`);
+    }
+  }
+  return viaUrl(params, compression, target, opts);
+}
+
+function codeOf(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** Progress as written bytes, at most every 500 ms; `extra` adds to the message (the swarm's share). */
+function reporter(params: Image2DiskParams, onProgress: Image2DiskOptions['onProgress'], extra: () => string = () => '') {
   const started = Date.now();
   let lastReport = 0;
-  const report = (written: number, force = false) => {
+  return (written: number, force = false) => {
     const now = Date.now();
     if (!force && now - lastReport < 500) return;
     lastReport = now;
     const rate = written / Math.max((now - started) / 1000, 0.001);
     const percent = params.size ? Math.min(100, (written / params.size) * 100) : 0;
-    opts.onProgress?.({ percent, bytes: written, rate, message: `${(written / 2 ** 20).toFixed(0)} MiB written` });
+    onProgress?.({ percent, bytes: written, rate, message: `${(written / 2 ** 20).toFixed(0)} MiB written${extra()}` });
   };
+}
 
-  const compressed = (async function* () {
-    const onLength = (total: number) => {
-      // A raw image's length is its size on disk: refuse it before the first byte is written.
-      if (compression === 'none' && total > target.capacity) throw tooLarge(total, target);
-    };
-    const retry = (n: number, err: string, from: number) => opts.onLog?.(`retry ${n}: ${err}; resuming at byte ${from}`);
-    for await (const chunk of download(params.url, { retries: opts.retries ?? 8, onRetry: retry, onLength })) {
-      if (downloaded === 0 && compression === 'zstd') {
+/** The image's bytes as they arrive, hashed and counted; a zstd frame's declared size is checked first. */
+function checked(source: AsyncIterable<Uint8Array>, compression: Compression, target: Target, seen: { hash: Hash; bytes: number }): AsyncGenerator<Uint8Array> {
+  return (async function* () {
+    for await (const chunk of source) {
+      if (seen.bytes === 0 && compression === 'zstd') {
         // A zstd frame usually declares its decompressed size: refuse before writing when it cannot fit.
         const declared = zstdContentSize(chunk);
         if (declared !== undefined && declared > target.capacity) throw tooLarge(declared, target);
       }
-      hash.update(chunk);
-      downloaded += chunk.byteLength;
+      seen.hash.update(chunk);
+      seen.bytes += chunk.byteLength;
       yield chunk;
     }
   })();
+}
 
-  let written: number;
+/** Decodes (or not) and writes the image's bytes to the target; returns the bytes written. */
+async function writeImage(compressed: AsyncIterable<Uint8Array>, compression: Compression, target: Target, report: (n: number) => void): Promise<number> {
   if (compression === 'none' || compression === 'gzip') {
     let plain: AsyncIterable<Uint8Array> = compressed;
     if (compression === 'gzip') {
@@ -197,23 +233,90 @@ export async function runImage2Disk(
       plain = gunzip;
       void fed;
     }
-    written = await writeAll(plain, target, (n) => report(n));
-  } else {
-    const sink = decodeToDisk(DECOMPRESSORS[compression], target, (n) => report(n));
+    return writeAll(plain, target, report);
+  }
+  const sink = decodeToDisk(DECOMPRESSORS[compression], target, report);
+  try {
+    // A download failure is the cause to report; the decoder then only saw a truncated stream.
+    await feed(compressed, sink);
+  } catch (e) {
+    sink.kill();
+    await sink.done.catch(() => {});
+    throw e;
+  }
+  return sink.done;
+}
+
+function verify(seen: { hash: Hash; bytes: number }, params: Image2DiskParams, from: string): string {
+  const digest = seen.hash.digest('hex');
+  if (digest !== params.sha256.toLowerCase()) {
+    throw new Image2DiskError(`sha256 mismatch: expected ${params.sha256.toLowerCase()}, got ${digest} (${seen.bytes} bytes from ${from})`);
+  }
+  return digest;
+}
+
+async function viaUrl(params: Image2DiskParams, compression: Compression, target: Target, opts: Image2DiskOptions): Promise<Image2DiskResult> {
+  const report = reporter(params, opts.onProgress);
+  const seen = { hash: createHash('sha256'), bytes: 0 };
+  const onLength = (total: number) => {
+    // A raw image's length is its size on disk: refuse it before the first byte is written.
+    if (compression === 'none' && total > target.capacity) throw tooLarge(total, target);
+  };
+  const retry = (n: number, err: string, from: number) => opts.onLog?.(`retry ${n}: ${err}; resuming at byte ${from}`);
+  const source = download(params.url, { retries: opts.retries ?? 8, onRetry: retry, onLength });
+  const written = await writeImage(checked(source, compression, target, seen), compression, target, (n) => report(n));
+  const sha256 = verify(seen, params, params.url);
+  report(written, true);
+  return { bytes: written, sha256 };
+}
+
+async function viaSwarm(params: Image2DiskParams, compression: Compression, target: Target, p2p: P2pSource, opts: Image2DiskOptions): Promise<Image2DiskResult> {
+  let peer: PeerProgress | undefined;
+  const share = () => (peer ? `; ${(peer.bytesFromPeers / 2 ** 20).toFixed(0)} of ${(peer.bytesDone / 2 ** 20).toFixed(0)} MiB fetched from peers` : '');
+  const report = reporter(params, opts.onProgress, share);
+  const onLog = opts.onLog ?? (() => undefined);
+  const sha256 = params.sha256.toLowerCase();
+  if (compression === 'none') {
+    // A raw image goes onto the target piece by piece, by offset, and is served back from there.
+    const run = swarmToTarget(p2p, target, {
+      sha256,
+      ...(params.size !== undefined ? { size: params.size } : {}),
+      onManifest: (m) => {
+        if (m.size > target.capacity) throw tooLarge(m.size, target);
+      },
+      onProgress: (p) => ((peer = p), report(p.bytesDone)),
+      onLog,
+    });
     try {
-      // A download failure is the cause to report; the decoder then only saw a truncated stream.
-      await feed(compressed, sink);
+      peer = await run.whole;
     } catch (e) {
-      sink.kill();
-      await sink.done.catch(() => {});
+      run.stop(e);
       throw e;
     }
-    written = await sink.done;
+    report(peer.size, true);
+    return swarmResult(peer.size, sha256, peer, run);
   }
-  const digest = hash.digest('hex');
-  if (digest !== params.sha256.toLowerCase()) {
-    throw new Image2DiskError(`sha256 mismatch: expected ${params.sha256.toLowerCase()}, got ${digest} (${downloaded} bytes from ${params.url})`);
+  const run = swarmStream(p2p, { sha256, onProgress: (p) => (peer = p), onLog });
+  const seen = { hash: createHash('sha256'), bytes: 0 };
+  let written: number;
+  try {
+    written = await writeImage(checked(run.chunks, compression, target, seen), compression, target, (n) => report(n));
+    peer = await run.whole;
+  } catch (e) {
+    run.stop(e);
+    throw e;
   }
+  verify(seen, params, `the P2P swarm of ${p2p.server}`);
   report(written, true);
-  return { bytes: written, sha256: digest };
+  return swarmResult(written, sha256, peer, run);
+}
+
+function swarmResult(bytes: number, sha256: string, peer: PeerProgress, run: SwarmRun): Image2DiskResult {
+  return {
+    bytes,
+    sha256,
+    p2p: { fromPeers: peer.bytesFromPeers, fromSeed: peer.bytesFromSeed, fromOrigin: peer.bytesFromOrigin },
+    lingering: run.lingering,
+    stopLingering: () => run.stop(),
+  };
 }

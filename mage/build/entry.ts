@@ -19,6 +19,8 @@ export interface AgentMainOptions {
   noReboot?: boolean;
   /** Told to reboot from discovery, go on in this boot when the imaging script boots this very Mage (mage/fast-track.ts). */
   fastTrack?: boolean;
+  /** Images from their URL only, never through the server's P2P swarm. */
+  noP2p?: boolean;
   /** Progress and retries (stderr). */
   log: (line: string) => void;
   /** The final instruction (stdout). */
@@ -41,6 +43,7 @@ export async function runMageAgent(opts: AgentMainOptions): Promise<number> {
     // The bundle this process runs is the file node was started with (/usr/lib/mage/mage.mjs in the image).
     ...(opts.fastTrack ? { fastTrack: () => fastTrack(runningBoot(server, process.argv[1]!, path.join(opts.root ?? '/', 'proc/cmdline')), mac) } : {}),
     ...(opts.disk ? { disk: opts.disk } : {}),
+    ...(opts.noP2p ? { noP2p: true } : {}),
     log: (line) => opts.log(line),
   });
   opts.out(result.instruction);
@@ -48,13 +51,13 @@ export async function runMageAgent(opts: AgentMainOptions): Promise<number> {
   return result.outcome && !result.outcome.ok ? 1 : 0;
 }
 
-/** `node mage.mjs [--server URL] [--mac MAC] [--disk PATH] [--no-reboot] [--fast-track]`, inside the initramfs. */
+/** `node mage.mjs [--server URL] [--mac MAC] [--disk PATH] [--no-reboot] [--fast-track] [--no-p2p]`, inside the initramfs. */
 export async function mageMain(argv: string[]): Promise<number> {
   const log = (line: string) => process.stderr.write(`mage: ${line}\n`);
   try {
     const { values: v } = parseArgs({
       args: argv,
-      options: { server: { type: 'string' }, mac: { type: 'string' }, root: { type: 'string' }, disk: { type: 'string' }, 'no-reboot': { type: 'boolean' }, 'fast-track': { type: 'boolean' } },
+      options: { server: { type: 'string' }, mac: { type: 'string' }, root: { type: 'string' }, disk: { type: 'string' }, 'no-reboot': { type: 'boolean' }, 'fast-track': { type: 'boolean' }, 'no-p2p': { type: 'boolean' } },
       strict: true,
     });
     return await runMageAgent({
@@ -64,6 +67,7 @@ export async function mageMain(argv: string[]): Promise<number> {
       ...(v.disk ? { disk: v.disk } : {}),
       noReboot: v['no-reboot'] === true,
       fastTrack: v['fast-track'] === true,
+      noP2p: v['no-p2p'] === true,
       log,
       out: (line) => process.stdout.write(`${line}\n`),
     });
