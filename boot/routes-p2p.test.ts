@@ -14,7 +14,7 @@ import { workflowKey } from '../store/keys.js';
 import { LmdbStore } from '../store/lmdb.js';
 import type { P2pSeed } from './p2p-hub.js';
 import { buildServer } from './server.js';
-import { p2pToken } from './tokens.js';
+import { p2pToken, workflowToken } from './tokens.js';
 
 const SECRET = Buffer.alloc(32, 9);
 const IMAGE = randomBytes(9 * 1024 * 1024 + 123); // three pieces of 4 MiB, the last one short
@@ -198,6 +198,25 @@ describe('P2P API', () => {
     expect((await call('POST', '/peers/peer-dead/have', { pieces: [0] })).status).toBe(404); // forgotten: it must join again
     await app.close(); // answers the held poll
     await back.catch(() => undefined);
+  });
+
+  it("hands the image's P2P token to the workflow's claimant only: in the claim's answer and its later reads", async () => {
+    const claimToken = workflowToken(SECRET, 'wf-p2p');
+    const secret = 'cd'.repeat(32);
+    // Before the claim, naming the MAC gets nobody a P2P token: the workflow's own calls need the claim.
+    const early = await app.inject({ url: '/api/v1/agent/workflows/wf-p2p', headers: { authorization: `Bearer ${claimToken}` }, remoteAddress: '10.0.0.7' });
+    expect(early.json()).not.toHaveProperty('p2p');
+    const claim = await app.inject({ method: 'POST', url: '/api/v1/agent/workflows/wf-p2p/claim', headers: { authorization: `Bearer ${claimToken}` }, remoteAddress: '10.0.0.7', payload: { secret } });
+    expect(claim.statusCode).toBe(200);
+    expect(claim.json()).toMatchObject({ id: 'wf-p2p', p2p: { token: TOKEN } });
+    const again = await app.inject({ url: '/api/v1/agent/workflows/wf-p2p', headers: { authorization: `Bearer ${secret}` }, remoteAddress: '10.0.0.7' });
+    expect(again.json()).toMatchObject({ p2p: { token: TOKEN } });
+    const other = await app.inject({ url: '/api/v1/agent/workflows/wf-p2p', headers: { authorization: `Bearer ${secret}` }, remoteAddress: '10.0.0.8' });
+    expect(other.statusCode).toBe(401);
+    expect(other.body).not.toContain(TOKEN);
+    // Nothing of it is stored: the workflow in the store has no p2p field.
+    const stored = await store.read((s) => s.get<Record<string, unknown>>(workflowKey('wf-p2p'))?.value);
+    expect(stored).not.toHaveProperty('p2p');
   });
 
   it('serves the seed\'s pieces to token holders only, by index', async () => {

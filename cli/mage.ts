@@ -17,7 +17,7 @@ import { InvalidFleetError } from './fleet.js';
 import type { Io } from './output.js';
 import { progressBar } from './progress.js';
 
-export const mageHelp = `Usage: dragonfly mage [--server URL] [--mac MAC] [--root DIR] [--disk PATH] [--no-reboot]
+export const mageHelp = `Usage: dragonfly mage [--server URL] [--mac MAC] [--root DIR] [--disk PATH] [--no-reboot] [--no-p2p]
        dragonfly mage run --template FILE --disk PATH [--set machine.name=web-01 ...] [--kexec]
        dragonfly mage build --out DIR [--kernel-package NAME] [--node PATH]
 
@@ -31,6 +31,9 @@ and dragonfly.token= on /proc/cmdline (the iPXE script puts them there).
   --root DIR      read /proc and /sys under DIR (fixture trees in tests)
   --disk PATH     write to PATH instead of the workflow's install disk
   --no-reboot     print the final instruction (reboot / localboot) instead of rebooting
+  --no-p2p        fetch the image from its URL only; by default image2disk takes it through the server's
+                  P2P swarm (falling back to the URL) and serves it to the rest of the rollout until the
+                  reboot (at most a minute; docs/p2p.md)
 
 \`mage run\` executes a template's actions against a disk or a disk image, without a server: test a
 template on a VM disk image before rolling it out. \${disk} is --disk; kexec is a dry run unless --kexec.
@@ -112,7 +115,7 @@ export async function mageRunCommand(opts: { template?: string; disk?: string; s
   return 0;
 }
 
-export async function mageCommand(opts: { server?: string; mac?: string; root?: string; disk?: string; noReboot?: boolean }, io: Io): Promise<number> {
+export async function mageCommand(opts: { server?: string; mac?: string; root?: string; disk?: string; noReboot?: boolean; noP2p?: boolean }, io: Io): Promise<number> {
   // The same code as the initramfs runs (mage/build/entry.ts is what esbuild bundles).
   return runMageAgent({
     ...(opts.server ? { server: opts.server } : {}),
@@ -120,6 +123,7 @@ export async function mageCommand(opts: { server?: string; mac?: string; root?: 
     ...(opts.root ? { root: opts.root } : {}),
     ...(opts.disk ? { disk: opts.disk } : {}),
     noReboot: opts.noReboot === true,
+    noP2p: opts.noP2p === true,
     log: (line) => io.err(`mage: ${line}\n`),
     out: (line) => io.out(`${line}\n`),
   });

@@ -100,6 +100,7 @@ const OPTIONS = {
   set: { type: 'string', multiple: true },
   kexec: { type: 'boolean' },
   'no-reboot': { type: 'boolean' },
+  'no-p2p': { type: 'boolean' },
   'kernel-package': { type: 'string' },
   node: { type: 'string' },
   sha256: { type: 'string' },
@@ -127,7 +128,7 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   suspend: ['state', 'reason'],
   resume: ['state'],
   watch: ['server', 'since', 'json', 'token-file'],
-  mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'template', 'set', 'kexec', 'out', 'kernel-package', 'node'],
+  mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'no-p2p', 'template', 'set', 'kexec', 'out', 'kernel-package', 'node'],
   p2p: ['template', 'fleet', 'server', 'token-file', 'sha256', 'state', 'json'],
   peer: ['sha256', 'server', 'out', 'listen', 'upload-limit', 'download-limit', 'token-file', 'linger', 'piece-timeout', 'origin-fallback'],
 };
@@ -243,7 +244,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
         if (positionals[0] === 'build') return await (await import('./mage.js')).mageBuildCommand({ out: v.out, kernelPackage: v['kernel-package'], node: v.node }, io);
         if (positionals[0] === 'run') return await (await import('./mage.js')).mageRunCommand({ template: v.template, disk: v.disk, set: v.set ?? [], kexec: v.kexec }, io);
         if (positionals[0] !== undefined) return reportError(io, new DragonflyError('DF_ERR_USAGE', `unknown mage subcommand "${positionals[0]}"`, {}, 'dragonfly mage run --help'));
-        return await (await import('./mage.js')).mageCommand({ server: v.server, mac: v.mac, root: v.root, disk: v.disk, noReboot: v['no-reboot'] }, io);
+        return await (await import('./mage.js')).mageCommand({ server: v.server, mac: v.mac, root: v.root, disk: v.disk, noReboot: v['no-reboot'], noP2p: v['no-p2p'] }, io);
       case 'peer':
         return await (await import('./peer.js')).peerCommand(
           {

@@ -85,7 +85,8 @@ describe('serve, apply and Mage as separate processes', () => {
     fs.writeFileSync(path.join(root, 'proc/cmdline'), `console=ttyS0 dragonfly.url=${base} dragonfly.mac=${MAC}\n`);
     const disk = path.join(work, 'disk.img');
     execFileSync('truncate', ['-s', '2G', disk]);
-    const mage = () => start([BIN, 'mage', '--root', root, '--disk', disk, '--no-reboot']);
+    // --no-p2p: this test is about Mage's own resume over HTTP; its P2P path is test/mage-p2p.test.ts's.
+    const mage = () => start([BIN, 'mage', '--root', root, '--disk', disk, '--no-reboot', '--no-p2p']);
 
     // 1. Discovery. The boot server restarts while Mage waits; Mage keeps polling and carries on.
     const discovery = mage();

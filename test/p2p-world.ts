@@ -71,12 +71,13 @@ export interface P2pWorld {
 }
 
 /**
- * Starts the world; the image is `size` random bytes. The seed has read the image before this returns, so peers
+ * Starts the world; the image is `size` random bytes, or the bytes given. The seed has read the image before this returns, so peers
  * get the manifest at once instead of a 202 and a 2 s Retry-After (test/p2p-peer-get.test.ts takes that path).
  */
-export async function startP2pWorld(size: number): Promise<P2pWorld> {
+export async function startP2pWorld(sizeOrImage: number | Buffer): Promise<P2pWorld> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dragonfly-p2p-world-'));
-  const image = randomBytes(size);
+  const image = typeof sizeOrImage === 'number' ? randomBytes(sizeOrImage) : sizeOrImage;
+  const size = image.length;
   const sha256 = sha256Of(image);
   const origin = new ImageOrigin(image);
   const imageUrl = await origin.start();
