@@ -64,11 +64,12 @@ function start(p2p: P2pSource, opts: SwarmOptions, output: Parameters<typeof fet
     ...(opts.onManifest ? { onManifest: opts.onManifest } : {}),
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     onWhole: resolveWhole,
+    // The peer's own lines say "peer: …"; in Mage's log they read "p2p: …". Of its info lines only the join.
     log: {
       info: (obj, msg) => {
-        if (msg.includes('joined')) opts.onLog?.(`p2p: ${msg}`);
+        if (msg.includes('joined')) opts.onLog?.(`p2p: ${msg.replace(/^peer: /, '')}`);
       },
-      warn: (obj, msg) => opts.onLog?.(`p2p: ${msg}${'err' in obj ? `: ${String((obj as { err: unknown }).err)}` : ''}`),
+      warn: (obj, msg) => opts.onLog?.(`p2p: ${msg.replace(/^peer: /, '')}${'err' in obj ? `: ${String((obj as { err: unknown }).err)}` : ''}`),
     },
   });
   run.catch(rejectWhole);
