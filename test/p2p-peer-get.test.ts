@@ -9,6 +9,8 @@ import { BIN, dragonfly, ROOT, tempDir } from './cli-helpers.js';
 import { ImageOrigin, MiB, sha256Of } from './p2p-world.js';
 import { collect, exited, freePort, until } from './process-helpers.js';
 import { randomBytes } from 'node:crypto';
+import { workflowKey } from '../store/keys.js';
+import { LmdbStore } from '../store/lmdb.js';
 
 const SIZE = 22 * MiB + 999; // 6 pieces of 4 MiB, the last one short
 const IMAGE = randomBytes(SIZE);
@@ -132,7 +134,67 @@ describe('dragonfly peer get', () => {
       expect(codes[i], `peer ${i}`).toBe(0);
       expect(sha256Of(fs.readFileSync(out(i))), `peer ${i}`).toBe(SHA);
     }
-  }, 30_000);
+  }, 60_000);
+
+  it('the seed killed halfway (serve, SIGKILL) with 1 of 5 peers: serve comes back and every survivor finishes', async () => {
+    // Its own serve on its own state, where a workflow names the image (as after an apply), so the restarted
+    // server knows the image again without an operator; the seed lives in serve, so killing it kills both.
+    const state = path.join(work, 'state-seed-kill');
+    const store = LmdbStore.open(state);
+    const wf = { id: 'wf-seed-kill', mac: '52:54:00:00:00:09', machine: 'm', assignment: 'a', template: 't', generation: 1, state: 'pending', reimage: false, createdAt: new Date(0).toISOString(), actions: [], image: { url: origin.url, sha256: SHA } };
+    await store.commit({ put: [{ key: workflowKey(wf.id), value: wf }] });
+    await store.close();
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const startServe = async () => {
+      const child = spawn(process.execPath, [BIN, 'serve', '--state', state, '--http', `127.0.0.1:${port}`, '--tftp', 'off', '--no-mage-build'], {
+        cwd: ROOT,
+        env: { ...process.env, DRAGONFLY_API_TOKEN: 'admin-token', DRAGONFLY_STATE: '' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      children.push(child);
+      collect(child);
+      await until('serve to listen', async () => (await fetch(`${url}/healthz`).catch(() => undefined))?.ok === true, 20_000);
+      return child;
+    };
+    let serve = await startServe();
+    const t = dragonfly(['p2p', 'token', '--sha256', SHA, '--state', state]);
+    expect(t.status, t.stderr).toBe(0);
+    const out = (i: number) => path.join(work, `seed-kill-${i}.raw`);
+    const peers = Array.from({ length: 5 }, (_, i) =>
+      peerGet(['--out', out(i), '--linger', '3s', '--download-limit', '30MB/s', '--piece-timeout', '4s', '--server', url], { DRAGONFLY_P2P_TOKEN: t.stdout.trim() }),
+    );
+    const stderr = peers.map((p) => {
+      let text = '';
+      p.child.stderr!.on('data', (d: Buffer) => (text += d));
+      return () => text;
+    });
+    await until(
+      'the swarm to hold half the image',
+      async () => {
+        const res = await fetch(`${url}/api/v1/p2p/images`, { headers: { authorization: 'Bearer admin-token' } });
+        const { images } = (await res.json()) as { images: Array<{ sha256: string; stats?: { piecesHeld: number; pieces: number } }> };
+        const s = images.find((i) => i.sha256 === SHA)?.stats;
+        return s !== undefined && s.piecesHeld * 2 >= s.pieces;
+      },
+      20_000,
+      20,
+    );
+    serve.kill('SIGKILL');
+    peers[0]!.child.kill('SIGKILL');
+    await exited(serve);
+    // Down for a moment, as under systemd's Restart=on-failure; the peers keep going with the parents they know.
+    await new Promise((r) => setTimeout(r, 1_000));
+    serve = await startServe();
+    const codes = await Promise.all(peers.map((p) => exited(p.child)));
+    for (let i = 1; i < 5; i++) {
+      expect(codes[i], `peer ${i}: ${stderr[i]!()}`).toBe(0);
+      expect(sha256Of(fs.readFileSync(out(i))), `peer ${i}`).toBe(SHA);
+    }
+    expect(fs.existsSync(out(0))).toBe(false);
+    serve.kill('SIGTERM');
+    await exited(serve);
+  }, 90_000);
 
   it('refuses a wrong token with a code and exit 1, leaving no file behind', async () => {
     const out = path.join(work, 'refused.raw');

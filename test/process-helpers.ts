@@ -29,7 +29,9 @@ export async function until(what: string, probe: () => boolean | Promise<boolean
   }
 }
 
-/** The exit code of a child (waits for it). */
+/** The exit code of a child, null when a signal ended it (waits for it, also when it already ended). */
 export function exited(child: ChildProcess): Promise<number | null> {
-  return child.exitCode !== null ? Promise.resolve(child.exitCode) : new Promise((r) => child.once('exit', (code) => r(code)));
+  // A child killed by a signal keeps exitCode null: signalCode says it has ended, and its 'exit' may be past.
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((r) => child.once('exit', (code) => r(code)));
 }
