@@ -6,6 +6,7 @@ import type { ConnectionGuardOptions } from './connection-guard.js';
 import type { EventHubOptions } from './event-hub.js';
 import type { P2pSeed } from './p2p-hub.js';
 import type { TftpStats } from './metrics.js';
+import type { TokenBucket } from '../p2p/rate.js';
 import type { WebhookEvent } from './webhooks.js';
 
 export interface BootServerDeps {
@@ -50,5 +51,7 @@ export interface BootServerDeps {
   webhooksPerMinute?: number;
   /** The seed peer of P2P image distribution (p2p/seed.ts); without one, no P2P API is served. */
   p2pSeed?: P2pSeed;
+  /** Paces the seed's piece uploads: this server's own uplink for P2P (`--p2p-upload-limit`); default unlimited. */
+  p2pUploadRate?: TokenBucket;
   logger?: FastifyBaseLogger | boolean;
 }

@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Bitfield } from '../p2p/bitfield.js';
+import { TokenBucket } from '../p2p/rate.js';
 import { buildManifest, pieceRange, type Manifest } from '../p2p/manifest.js';
 import type { Workflow } from '../schemas/types.js';
 import { workflowKey } from '../store/keys.js';
@@ -228,6 +229,28 @@ describe('P2P API', () => {
     expect((await app.inject({ url: `/p2p/${SHA}/pieces/2` })).statusCode).toBe(401);
     expect((await app.inject({ url: `/p2p/${SHA}/pieces/3`, headers: auth() })).statusCode).toBe(404);
     expect((await app.inject({ url: `/p2p/${SHA}/pieces/-1`, headers: auth() })).statusCode).toBe(404);
+  });
+
+  it("paces the seed's uploads through the server's P2P uplink bucket (--p2p-upload-limit), bytes intact", async () => {
+    await app.close();
+    // A bucket that counts what passes through it; its rate is high so the test does not wait.
+    const taken: number[] = [];
+    const rate = new (class extends TokenBucket {
+      override async take(bytes: number, signal?: AbortSignal) {
+        taken.push(bytes);
+        return super.take(bytes, signal);
+      }
+    })({ rate: 1e9, burst: 1e9 });
+    app = await buildServer({ store, secret: SECRET, serverUrl: 'http://10.0.0.1:8080', apiToken: 'admin-token', p2pSeed: seed, p2pUploadRate: rate });
+    await app.ready();
+    const m = await manifestReady();
+    const r = await app.inject({ url: `/p2p/${SHA}/pieces/0`, headers: auth() });
+    expect(r.statusCode).toBe(200);
+    const { length } = pieceRange(m, 0);
+    expect(r.headers['content-length']).toBe(String(length));
+    expect(r.rawPayload.equals(IMAGE.subarray(0, length))).toBe(true);
+    expect(taken.length).toBeGreaterThan(1); // a slice at a time, not the piece at once
+    expect(taken.reduce((a, b) => a + b, 0)).toBe(length);
   });
 
   it('preheats: a new pending workflow naming the image starts the seed before any machine asks', async () => {

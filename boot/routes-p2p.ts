@@ -2,6 +2,7 @@
 // P2P token (boot/tokens.ts p2pToken) or the admin token: the swarm of an image is open to the peers the
 // server gave that token to, nobody else. What a peer says is data to check, never trusted: its piece
 // server must be on the address it calls from, and its pieces are verified by whoever downloads them.
+import { Readable } from 'node:stream';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { Bitfield } from '../p2p/bitfield.js';
 import { DragonflyError } from '../schemas/errors.js';
@@ -170,7 +171,23 @@ export const p2pRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: P2pHub }
     async (req, reply) => {
       const bytes = await hub.seedPiece(req.params.sha256, req.params.index);
       if (!bytes) return reply.code(404).send(errorBody('DF_ERR_P2P_NO_PIECE', 'no such piece'));
-      return reply.type('application/octet-stream').header('cache-control', 'no-store').send(bytes);
+      reply.type('application/octet-stream').header('cache-control', 'no-store');
+      const rate = deps.p2pUploadRate;
+      if (!rate) return reply.send(bytes);
+      // Paced through the server's P2P uplink bucket, a slice at a time; a client that goes away stops it.
+      const gone = new AbortController();
+      req.raw.once('close', () => gone.abort());
+      const slice = Math.max(16 * 1024, Math.min(1024 * 1024, Math.floor(rate.rate / 16)));
+      const paced = Readable.from(
+        (async function* () {
+          for (let at = 0; at < bytes.length; at += slice) {
+            const part = bytes.subarray(at, at + slice);
+            await rate.take(part.length, gone.signal);
+            yield part;
+          }
+        })(),
+      );
+      return reply.header('content-length', bytes.length).send(paced);
     },
   );
 };

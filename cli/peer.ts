@@ -1,7 +1,7 @@
 // `dragonfly peer get`: one downloading peer (p2p/peer.ts) on the command line, as Mage's image2disk uses it:
 // the image from the other peers and the server's seed, every piece verified, the file final only when whole.
 import { fetchImage, PEER_DEFAULTS, type FetchImageResult } from '../p2p/peer.js';
-import { parseRate, TokenBucket } from '../p2p/rate.js';
+import { rateLimit } from '../p2p/rate.js';
 import { DragonflyError, isDragonflyError } from '../schemas/errors.js';
 import { parseDuration } from '../schemas/formats.js';
 import type { Io } from './output.js';
@@ -10,7 +10,7 @@ import { tokenFrom } from './token-file.js';
 
 export const peerHelp = `Usage: dragonfly peer get URL --sha256 HEX --server SERVER_URL --out FILE [--listen HOST:PORT]
          [--upload-limit RATE] [--download-limit RATE] [--token-file FILE] [--linger DURATION] [--piece-timeout DURATION]
-         [--origin-fallback]
+         [--origin-fallback] [--json]
 
 Fetch an OS image over P2P, as Mage's image2disk does: pieces come from the other machines fetching the
 same image and from the seed of \`dragonfly serve\`, which read the image from its URL once (docs/p2p.md).
@@ -33,6 +33,9 @@ removed if the download fails. While downloading, and for the linger after, this
                          peer granted a piece that keeps the others waiting longer is reported (default 30s)
   --origin-fallback      a piece no peer holds, which the scheduler will not let the seed give (its origin
                          budget is spent, or forbidden once seeded), is read from URL directly (still verified)
+  --json                 the result as one JSON object instead of the line below: file, size, sha256,
+                         downloadMs, firstPieceMs, lingerMs, bytesFromPeers, bytesFromSeed, bytesFromOrigin,
+                         piecesServed, bytesServed, badPieces, timeouts
 
 At the end one line: "peer: got FILE (BYTES bytes, sha256 verified) in SECONDS s: B bytes from peers,
 B bytes from the seed, B bytes from the origin; served N pieces (B bytes) to peers". Exit 0 when the image is
@@ -52,6 +55,7 @@ export interface PeerGetOptions {
   linger?: string;
   pieceTimeout?: string;
   originFallback?: boolean;
+  json?: boolean;
 }
 
 export async function peerCommand(opts: PeerGetOptions, io: Io): Promise<number> {
@@ -72,8 +76,8 @@ export async function peerCommand(opts: PeerGetOptions, io: Io): Promise<number>
   const lingerMs = durationMs(opts.linger ?? '30s', '--linger');
   const pieceTimeoutMs = durationMs(opts.pieceTimeout ?? `${PEER_DEFAULTS.pieceTimeoutMs / 1000}s`, '--piece-timeout');
   if (pieceTimeoutMs <= 0) throw new DragonflyError('DF_ERR_DURATION', '--piece-timeout must be longer than 0s');
-  const uploadRate = bucket(opts.uploadLimit);
-  const downloadRate = bucket(opts.downloadLimit);
+  const uploadRate = rateLimit(opts.uploadLimit);
+  const downloadRate = rateLimit(opts.downloadLimit);
 
   const shown = opts.url.replace(/\/\/[^/@]*@/, '//'); // never print credentials in a URL
   io.err(`peer: fetching ${shown} (sha256 ${opts.sha256.toLowerCase().slice(0, 12)}…) through ${opts.server}\n`);
@@ -111,6 +115,27 @@ export async function peerCommand(opts: PeerGetOptions, io: Io): Promise<number>
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+  if (opts.json) {
+    const r = result;
+    io.out(
+      `${JSON.stringify({
+        file: opts.out,
+        size: r.size,
+        sha256: r.manifest.sha256,
+        downloadMs: Math.round(r.downloadMs),
+        firstPieceMs: Math.round(r.firstPieceMs),
+        lingerMs: Math.round(r.lingerMs),
+        bytesFromPeers: r.bytesFromPeers,
+        bytesFromSeed: r.bytesFromSeed,
+        bytesFromOrigin: r.bytesFromOrigin,
+        piecesServed: r.served.piecesServed,
+        bytesServed: r.served.bytesServed,
+        badPieces: r.badPieces,
+        timeouts: r.timeouts,
+      })}\n`,
+    );
+    return 0;
+  }
   const seconds = ((result.downloadMs + result.lingerMs) / 1000).toFixed(1);
   io.out(
     `peer: got ${opts.out} (${result.size} bytes, sha256 verified) in ${seconds} s: ${result.bytesFromPeers} bytes from peers, ` +
@@ -144,10 +169,3 @@ function durationMs(text: string, flag: string): number {
   }
 }
 
-/** A token bucket for a rate limit; none for no limit. A burst of a quarter second lets bytes flow evenly. */
-function bucket(text: string | undefined): TokenBucket | undefined {
-  if (text === undefined) return undefined;
-  const rate = parseRate(text);
-  if (rate === Infinity) return undefined;
-  return new TokenBucket({ rate, burst: Math.max(64 * 1024, Math.min(4 * 2 ** 20, rate / 4)) });
-}

@@ -82,6 +82,7 @@ const OPTIONS = {
   'max-discovered': { type: 'string' },
   'max-events': { type: 'string' },
   'p2p-cache-size': { type: 'string' },
+  'p2p-upload-limit': { type: 'string' },
   'log-format': { type: 'string' },
   repo: { type: 'string' },
   branch: { type: 'string' },
@@ -123,14 +124,14 @@ const ACCEPTS: Record<string, (keyof typeof OPTIONS)[]> = {
   history: ['state', 'json', 'limit'],
   name: [],
   schemas: ['crd'],
-  serve: ['fleet', 'repo', 'branch', 'path', 'poll', 'git-credentials-file', 'manual', 'webhook-secret-file', 'state', 'http', 'tftp', 'dhcp', 'dhcp-ip', 'chainload-ipxe', 'public-url', 'ipxe-dir', 'mage-dir', 'no-mage-build', 'api-token-file', 'read-token-file', 'max-streams', 'max-streams-per-address', 'max-connections', 'max-connections-per-address', 'max-discovered', 'max-events', 'p2p-cache-size', 'log-format'],
+  serve: ['fleet', 'repo', 'branch', 'path', 'poll', 'git-credentials-file', 'manual', 'webhook-secret-file', 'state', 'http', 'tftp', 'dhcp', 'dhcp-ip', 'chainload-ipxe', 'public-url', 'ipxe-dir', 'mage-dir', 'no-mage-build', 'api-token-file', 'read-token-file', 'max-streams', 'max-streams-per-address', 'max-connections', 'max-connections-per-address', 'max-discovered', 'max-events', 'p2p-cache-size', 'p2p-upload-limit', 'log-format'],
   status: ['state', 'json'],
   suspend: ['state', 'reason'],
   resume: ['state'],
   watch: ['server', 'since', 'json', 'token-file'],
   mage: ['server', 'mac', 'root', 'disk', 'no-reboot', 'no-p2p', 'template', 'set', 'kexec', 'out', 'kernel-package', 'node'],
   p2p: ['template', 'fleet', 'server', 'token-file', 'sha256', 'state', 'json'],
-  peer: ['sha256', 'server', 'out', 'listen', 'upload-limit', 'download-limit', 'token-file', 'linger', 'piece-timeout', 'origin-fallback'],
+  peer: ['sha256', 'server', 'out', 'listen', 'upload-limit', 'download-limit', 'token-file', 'linger', 'piece-timeout', 'origin-fallback', 'json'],
 };
 
 export async function run(argv: string[], io: Io): Promise<number> {
@@ -229,6 +230,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
             maxDiscovered: v['max-discovered'],
             maxEvents: v['max-events'],
             p2pCacheSize: v['p2p-cache-size'],
+            p2pUploadLimit: v['p2p-upload-limit'],
             logFormat: v['log-format'],
           },
           io,
@@ -260,6 +262,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
             linger: v.linger,
             pieceTimeout: v['piece-timeout'],
             originFallback: v['origin-fallback'],
+            json: v.json,
           },
           io,
         );

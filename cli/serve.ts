@@ -1,5 +1,6 @@
 // `dragonfly serve`: the thing machines PXE boot from. HTTP (iPXE scripts, Mage files, agent API),
 // our TFTP server, and (opt-in) proxyDHCP, in one process over one state store.
+import { rateLimit } from '../p2p/rate.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -69,6 +70,8 @@ changes nothing and is reported (\`dragonfly status\`) until a valid one arrives
   --max-events N               events the store keeps (default 100000); the oldest are trimmed every minute
   --p2p-cache-size SIZE        disk the P2P seed may use for image pieces, in STATE/p2p (default 8GiB;
                                least recently used pieces are evicted and read again from the origin)
+  --p2p-upload-limit RATE      the seed's piece uploads at most this fast, all peers together, e.g. 1Gbit/s
+                               (default unlimited): the machines then take more from each other
   --max-streams N              event streams open at once (default 4096); --max-streams-per-address N (64)
   --max-connections N          HTTP connections at once (default 4096); --max-connections-per-address N (256)
 
@@ -106,6 +109,7 @@ export interface ServeOptions {
   maxDiscovered?: string;
   maxEvents?: string;
   p2pCacheSize?: string;
+  p2pUploadLimit?: string;
   logFormat?: string;
 }
 
@@ -239,6 +243,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
     maxEvents: count(opts.maxEvents, '--max-events'),
     p2pCacheBytes: sizeOption(opts.p2pCacheSize ?? '8GiB', '--p2p-cache-size'),
   };
+  const p2pUploadRate = rateLimit(opts.p2pUploadLimit);
   const stateDir = stateDirFrom(opts.state);
   const publicUrl = opts.publicUrl ?? `http://${http.host === '0.0.0.0' || http.host === '::' ? (opts.dhcpIp ?? firstIpv4()) : http.host}:${http.port}`;
 
@@ -307,6 +312,7 @@ export async function serveCommand(opts: ServeOptions, _io: Io): Promise<number>
       ...(git ? { webhookBranch: git.branch, onWebhookPush: () => follower?.fetchNow() } : {}),
       tftpStats: () => tftpServer?.stats() ?? { transfers: 0, bytes: 0, errors: 0, unconfirmed: 0, active: 0 },
       p2pSeed: seed,
+      ...(p2pUploadRate ? { p2pUploadRate } : {}),
       logger: log,
     });
     closers.unshift(() => app.close());

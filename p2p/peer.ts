@@ -99,8 +99,9 @@ export interface FetchImageResult extends PeerProgress {
   duplicateBytes: number;
   /** The scheduler dropped this peer for the image: it finished from the seed alone, serving nothing. */
   dropped: boolean;
-  /** Start to the whole image verified, and the time spent serving after that. */
+  /** Start to the whole image verified, start to the first piece kept, and the time spent serving after. */
   downloadMs: number;
+  firstPieceMs: number;
   lingerMs: number;
   /** What this peer's piece server served. */
   served: PieceServerStats;
@@ -202,6 +203,7 @@ class PeerRun {
   readonly stats = { bytesFromPeers: 0, bytesFromSeed: 0, bytesFromOrigin: 0, piecesDone: 0, bytesDone: 0, badPieces: 0, timeouts: 0, duplicateBytes: 0 };
   served: PieceServerStats = NO_STATS;
   downloadMs = 0;
+  firstPieceMs = 0;
   lingeredMs = 0;
   readonly log: PeerLog | undefined;
 
@@ -242,6 +244,7 @@ class PeerRun {
       duplicateBytes: this.stats.duplicateBytes,
       dropped: this.dropped,
       downloadMs: this.downloadMs,
+      firstPieceMs: this.firstPieceMs,
       lingerMs: this.lingeredMs,
       served: this.served,
     };
@@ -453,6 +456,7 @@ class PeerRun {
   }
 
   private count(piece: number, kind: SourceKind): void {
+    if (this.stats.piecesDone === 0) this.firstPieceMs = performance.now() - this.started;
     const { length } = pieceRange(this.manifest, piece);
     this.stats.piecesDone++;
     this.stats.bytesDone += length;

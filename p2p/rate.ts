@@ -89,3 +89,14 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/**
+ * The bucket for a rate limit as written (`--upload-limit 20MB/s`); none for no limit. A burst of a quarter
+ * second (64 KiB to 4 MiB) lets bytes flow evenly.
+ */
+export function rateLimit(text: string | undefined): TokenBucket | undefined {
+  if (text === undefined) return undefined;
+  const rate = parseRate(text);
+  if (rate === Infinity) return undefined;
+  return new TokenBucket({ rate, burst: Math.max(64 * 1024, Math.min(4 * 2 ** 20, rate / 4)) });
+}
