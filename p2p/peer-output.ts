@@ -68,8 +68,10 @@ class FileSink implements ImageSink {
     readonly manifest: Manifest,
     private handle: fs.FileHandle | undefined,
   ) {
-    // The written pieces are hashed again as they are read back: if the file changed, it is not served.
-    const file = new FilePieceStore({ path: partPath, base, manifest });
+    // A disk (written in place) is hashed again as pieces are read back to be served: Mage's next actions
+    // change it, and a changed piece must not go out. A private part file nobody else writes is not: that
+    // hash was a third sha256 of every byte a peer moves, and CPU is what bounds a swarm on one machine.
+    const file = new FilePieceStore({ path: partPath, base, manifest, verifyOnRead: partPath === path });
     this.#files = [file];
     this.store = new SwitchableStore(file);
   }
