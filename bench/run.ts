@@ -7,6 +7,7 @@ import { benchDecompress } from './decompress.js';
 import { benchImage2Disk } from './image2disk.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchStoreGrowth } from './store-growth.js';
+import { benchP2p } from './p2p.js';
 
 await benchPlan();
 await benchBoot();
@@ -16,4 +17,5 @@ await benchDecompress();
 await benchReconcile();
 await benchStoreGrowth();
 await benchLifecycle();
+await benchP2p();
 process.exit(0);

@@ -23,6 +23,8 @@ export interface PieceFetch {
   token?: string;
   bucket?: TokenBucket;
   signal: AbortSignal;
+  /** Called as bytes arrive (the request is moving). */
+  onBytes?: () => void;
 }
 
 export async function fetchPiece(f: PieceFetch): Promise<PieceFetchResult> {
@@ -55,6 +57,7 @@ export async function fetchPiece(f: PieceFetch): Promise<PieceFetchResult> {
       await f.bucket?.take(chunk.byteLength, f.signal);
       bytes.set(chunk, filled);
       filled += chunk.byteLength;
+      f.onBytes?.();
     }
   } catch (e) {
     return f.signal.aborted ? { kind: 'aborted' } : { kind: 'failed', why: `cut after ${filled} bytes: ${causeOf(e)}` };

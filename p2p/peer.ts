@@ -14,7 +14,7 @@ import { pieceRange, usesP2p, type Manifest } from './manifest.js';
 import { localAddressTowards, SchedulerClient, sleep, type ParentInfo } from './peer-client.js';
 import { fetchPiece, type PieceFetchResult } from './peer-fetch.js';
 import { openSink, type ImageOutput, type ImageSink } from './peer-output.js';
-import { PiecePicker, type PickerOptions, type PieceRequest, type PieceSource } from './picker.js';
+import { PICKER_DEFAULTS, PiecePicker, type PickerOptions, type PieceRequest, type PieceSource } from './picker.js';
 import { startPieceServer, type PieceServer, type PieceServerStats } from './piece-server.js';
 import type { PieceStore } from './piece-store.js';
 import type { TokenBucket } from './rate.js';
@@ -116,6 +116,8 @@ export const PEER_DEFAULTS = {
   fallbackAfterMs: 10_000,
 } as const;
 
+/** Piece timeouts a peer waits for the holder of a granted piece before it reports the holder. */
+const GRANT_WAIT_TIMEOUTS = 3;
 /** Local housekeeping: timeouts, 503 pauses ending, held-piece batches, load reports, the stall check. */
 const TICK_MS = 250;
 /** Held pieces are reported in batches: this many, or whatever is held after HAVE_DELAY_MS. */
@@ -216,7 +218,11 @@ class PeerRun {
   ) {
     this.n = manifest.pieces.length;
     this.log = opts.log;
-    this.picker = new PiecePicker({ pieces: this.n, timeoutMs: opts.pieceTimeoutMs ?? PEER_DEFAULTS.pieceTimeoutMs, ...opts.picker });
+    // Only a stream must take its pieces in order (a decompressor reads them so): a file or disk is written by
+    // offset, so its picker goes rarest first over the whole image. A fleet that starts together then holds
+    // different pieces at once and trades them, instead of all waiting on the same 16.
+    const window = opts.output.kind === 'file' ? this.n : PICKER_DEFAULTS.window;
+    this.picker = new PiecePicker({ pieces: this.n, timeoutMs: opts.pieceTimeoutMs ?? PEER_DEFAULTS.pieceTimeoutMs, window, ...opts.picker });
     this.kept = new Bitfield(this.n);
     this.lastProgressAt = performance.now();
     this.whole = new Promise<void>((resolve, reject) => (this.finished = { resolve, reject }));
@@ -398,6 +404,7 @@ class PeerRun {
       token: this.opts.token,
       ...this.bucket(),
       signal: AbortSignal.any([abort.signal, this.stop.signal]),
+      onBytes: () => this.picker.moving(r, performance.now()),
     }).then((result) => {
       if (this.flights.get(flightKey(r)) === abort) this.flights.delete(flightKey(r));
       this.onFetched(r, source.kind, result);
@@ -553,24 +560,28 @@ class PeerRun {
   }
 
   /**
-   * A grant holder has a piece timeout to fetch its piece from the seed, as anyone has. One that keeps the swarm
-   * waiting longer (killed outright, it never says so) is reported as timing out on it: the scheduler drops it
-   * once several waiters say so, which frees the piece for another grant.
+   * A grant holder fetches its piece from the seed, which may be slow (the seed's uplink shared by a whole
+   * rollout starting at once). One that keeps the swarm waiting for several piece timeouts is reported as
+   * timing out on it: the scheduler drops it once several waiters say so, which frees the piece for another
+   * grant. A holder that died is found sooner by the server itself (its long poll closed, or its silence).
    */
   private waitedOn(piece: number, holder: string, now: number): void {
     const key = `${piece}\u0000${holder}`;
     const w = this.waits.get(key) ?? { since: now, reported: false };
     this.waits.set(key, w);
-    if (w.reported || now - w.since < this.picker.timeoutMs) return;
+    if (w.reported || now - w.since < GRANT_WAIT_TIMEOUTS * this.picker.timeoutMs) return;
     w.reported = true;
-    this.log?.warn({ piece, holder, waitedMs: Math.round(now - w.since) }, 'peer: the peer granted a piece has not delivered it within a piece timeout: reported');
+    this.log?.warn({ piece, holder, waitedMs: Math.round(now - w.since) }, 'peer: the peer granted a piece has not delivered it in time: reported');
     void this.client.report(holder, piece, 'timeout', this.stop.signal).catch(() => undefined);
   }
 
   /** The scheduler will not let the origin be read again for this piece: wait for peers, or, if allowed, fetch it directly. */
   private refusedOrigin(piece: number, now: number, reason: string): void {
-    this.originRefusedAt ??= now;
     const origin = this.opts.origin;
+    if (this.originRefusedAt === undefined) {
+      this.originRefusedAt = now;
+      if (!origin?.fallback) this.log?.warn({ piece, reason }, `peer: no peer holds piece ${piece} and the scheduler refuses it from the seed (${reason}): waiting for a peer that gets it`);
+    }
     const after = origin?.fallbackAfterMs ?? PEER_DEFAULTS.fallbackAfterMs;
     if (origin?.fallback && now - this.originRefusedAt >= after) {
       this.log?.warn({ piece, reason }, 'peer: no peer holds a piece and the scheduler refuses the origin: fetching it from the image URL');

@@ -117,6 +117,20 @@ describe('PiecePicker', () => {
     expect(again[0]).toEqual({ piece: 0, parent: 'B' }); // B has no strikes
   });
 
+  it('a request that keeps receiving bytes is not timed out (throttled is not dead), until ten piece timeouts', () => {
+    const picker = new PiecePicker({ pieces: 64, timeoutMs: 1000, maxInFlight: 1 });
+    const parents = [parent('A', 'all')];
+    const r = picker.next(parents, 0)[0]!;
+    for (let t = 900; t < 9_900; t += 900) {
+      picker.moving(r, t);
+      expect(picker.expired(t + 899)).toEqual([]);
+    }
+    // Still moving at 9.9 s, but a parent that trickles a piece for ten timeouts is given up.
+    picker.moving(r, 9_950);
+    expect(picker.expired(10_000)).toEqual([r]);
+    expect(picker.strikes('A')).toBe(1);
+  });
+
   it('duplicates requests only in the endgame, for the last few pieces, to other parents', () => {
     const picker = new PiecePicker({ pieces: 10, window: 10, perParent: 2, maxInFlight: 8, timeoutMs: 1000 });
     const parents = ['A', 'B', 'C', 'D', 'E', 'F'].map((id) => parent(id, 'all'));

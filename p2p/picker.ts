@@ -44,7 +44,10 @@ export interface PickerOptions {
   perParent?: number;
   /** Requests in flight in all (default 8). */
   maxInFlight?: number;
-  /** A request older than this is abandoned by `expired()`. */
+  /**
+   * A request that received nothing for this long is abandoned by `expired()`, and any request after ten times
+   * as long: a slow transfer that keeps moving (throttled at either end) is not a dead parent.
+   */
   timeoutMs: number;
   /** The endgame starts when at most this many pieces are missing and all of them are in flight (default 4). */
   endgame?: number;
@@ -53,7 +56,12 @@ export interface PickerOptions {
 interface Flight {
   readonly parent: string;
   readonly startedAt: number;
+  /** When bytes last arrived (the start, before any). */
+  lastAt: number;
 }
+
+/** A request that keeps moving is abandoned only after this many piece timeouts (a parent trickling bytes). */
+const MOVING_TIMEOUTS = 10;
 
 export const PICKER_DEFAULTS = { window: 16, perParent: 2, maxInFlight: 8, endgame: 4 } as const;
 
@@ -159,11 +167,20 @@ export class PiecePicker {
     }
   }
 
-  /** Abandon the requests older than the piece timeout: their slots are free and each counts against its parent. */
+  /** Bytes of a request arrived: it is moving (see `timeoutMs`). */
+  moving(r: PieceRequest, now: number): void {
+    const f = this.flights.get(r.piece)?.find((x) => x.parent === r.parent);
+    if (f) f.lastAt = now;
+  }
+
+  /**
+   * Abandon the requests that stalled for a piece timeout, or that took ten: their slots are free and each
+   * counts against its parent.
+   */
   expired(now: number): PieceRequest[] {
     const out: PieceRequest[] = [];
     for (const [piece, list] of this.flights) {
-      for (const f of list) if (now - f.startedAt >= this.timeoutMs) out.push({ piece, parent: f.parent });
+      for (const f of list) if (now - f.lastAt >= this.timeoutMs || now - f.startedAt >= MOVING_TIMEOUTS * this.timeoutMs) out.push({ piece, parent: f.parent });
     }
     for (const r of out) {
       this.endFlight(r.piece, r.parent);
@@ -292,7 +309,7 @@ export class PiecePicker {
 
   private startFlight(piece: number, parent: string, now: number): void {
     const list = this.flights.get(piece) ?? [];
-    list.push({ parent, startedAt: now });
+    list.push({ parent, startedAt: now, lastAt: now });
     this.flights.set(piece, list);
     this.flightCount++;
     this.perParentCount.set(parent, (this.perParentCount.get(parent) ?? 0) + 1);

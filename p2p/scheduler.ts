@@ -28,7 +28,7 @@ export interface SchedulerOptions {
   livenessMs?: number;
   /** An origin grant not reported held within this long is released (default 60 s). */
   grantMs?: number;
-  /** Once seeded, origin bytes allowed beyond one copy of the image (default 2% of the size). */
+  /** Once seeded, origin bytes allowed beyond one copy of the image (default 2% of the size, at least two pieces). */
   originBudgetBytes?: number;
   /** Once every piece has been on some peer, refuse the origin entirely (default false). */
   forbidOriginOnceSeeded?: boolean;
@@ -165,7 +165,9 @@ export class ImageScheduler {
       maxPeers: options.maxPeers ?? d.maxPeers,
       livenessMs: options.livenessMs ?? d.livenessMs,
       grantMs: options.grantMs ?? d.grantMs,
-      originBudgetBytes: options.originBudgetBytes ?? Math.floor(options.size * d.originBudgetFraction),
+      // At least two pieces: below ~200 MiB, 2% is less than one piece, and one peer killed while it held the
+      // only copy of a piece would leave the rest of its rollout with nowhere to get it from.
+      originBudgetBytes: options.originBudgetBytes ?? Math.max(Math.floor(options.size * d.originBudgetFraction), Math.min(options.size, 2 * options.pieceLength)),
       forbidOriginOnceSeeded: options.forbidOriginOnceSeeded ?? false,
       timeoutsToDrop: options.timeoutsToDrop ?? d.timeoutsToDrop,
       window: options.window ?? d.window,

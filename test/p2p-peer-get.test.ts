@@ -55,7 +55,7 @@ afterAll(async () => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
-function peerGet(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: () => string } {
+function peerGet(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: () => string; errors: () => string } {
   const child = spawn(process.execPath, [BIN, 'peer', 'get', origin.url, '--sha256', SHA, '--server', server, ...args], {
     cwd: ROOT,
     env: { ...process.env, NO_COLOR: '1', DRAGONFLY_STATE: '', DRAGONFLY_P2P_TOKEN: token, ...env },
@@ -64,8 +64,9 @@ function peerGet(args: string[], env: Record<string, string> = {}): { child: Chi
   children.push(child);
   let stdout = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d));
-  child.stderr!.resume();
-  return { child, output: () => stdout };
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d));
+  return { child, output: () => stdout, errors: () => stderr };
 }
 
 const figure = (line: string, words: string) => Number(new RegExp(`(\\d+) bytes ${words}`).exec(line)?.[1] ?? NaN);
@@ -124,7 +125,11 @@ describe('dragonfly peer get', () => {
     );
     peers[0]!.child.kill('SIGINT');
     peers[1]!.child.kill('SIGKILL');
-    const codes = await Promise.all(peers.map((p) => exited(p.child)));
+    // A survivor that has not exited in 50 s fails the test with what every peer said (its warnings).
+    const codes = await Promise.race([
+      Promise.all(peers.map((p) => exited(p.child))),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(peers.map((p, i) => `peer ${i} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'none yet'}):\n${p.errors()}`).join('\n'))), 50_000).unref()),
+    ]);
     expect(codes[0]).toBe(1);
     expect(stderr0).toContain('DF_ERR_P2P_INTERRUPTED');
     expect(fs.existsSync(out(0))).toBe(false);
