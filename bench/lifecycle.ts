@@ -31,6 +31,8 @@ interface Timeline {
   started?: number;
   finished?: number;
   diskBooted?: number;
+  /** The boot whose console is this VM's. */
+  boot?: number;
 }
 
 export async function benchLifecycle(): Promise<void> {
@@ -76,9 +78,13 @@ export async function benchLifecycle(): Promise<void> {
         totalMedianS: round(median(totals(many)) / 1000),
         wallS: round((Math.max(...many.map((t) => t.diskBooted!)) - Math.min(...many.map((t) => t.poweredOn))) / 1000),
         slowdownVsOne: round(median(totals(many)) / totals(one)[0]!, 2),
+        // Issue #13: the VMs image from one template at once, over P2P (Mage's own words on its console).
+        p2p: p2pShare(lab, many),
       },
     };
     console.log(`lifecycle: PXE → registered is ${figures.pxeToRegisteredVsDirect}× the direct boot; 4 VMs at once take ${figures.fourVms.slowdownVsOne}× one VM each (2 cores, TCG)`);
+    const p = figures.fourVms.p2p;
+    console.log(`lifecycle: 4 VMs imaging at once over P2P: ${p.mibFromPeers} MiB from each other (VM to VM), ${p.mibFromSeed} MiB from serve's seed, ${p.mibFromUrl} MiB from the image URL; ${p.fellBack} fell back to the URL`);
     console.log(JSON.stringify(figures));
   } catch (e) {
     console.error(`lifecycle bench failed: ${(e as Error).message}\n--- serial:\n${lab.serials().slice(-4000)}\n--- serve:\n${lab.serveLog(3000)}`);
@@ -93,7 +99,7 @@ async function runAll(lab: LifecycleLab, vms: Vm[], addToGit: (vm: Vm) => Promis
   return Promise.all(
     vms.map(async (vm) => {
       const boot = lab.powerOn(vm, { reboot: 'in-place' });
-      const t: Timeline = { poweredOn: boot.startedAt };
+      const t: Timeline = { poweredOn: boot.startedAt, boot: boot.n };
       t.registered = await registered(lab, vm, boot);
       await addToGit(vm);
       const wf = async (done: boolean) => {
@@ -114,6 +120,22 @@ async function runAll(lab: LifecycleLab, vms: Vm[], addToGit: (vm: Vm) => Promis
       return t;
     }),
   );
+}
+
+/** Where the VMs' image bytes came from, as each Mage logged it on its console (image2disk over P2P). */
+function p2pShare(lab: LifecycleLab, runs: Timeline[]): { mibFromPeers: number; mibFromSeed: number; mibFromUrl: number; fellBack: number } {
+  const out = { mibFromPeers: 0, mibFromSeed: 0, mibFromUrl: 0, fellBack: 0 };
+  for (const t of runs) {
+    const console_ = lab.serial(t.boot!);
+    const m = /over P2P: ([\d.]+) MiB from peers, ([\d.]+) MiB from the server's seed, ([\d.]+) MiB from the image URL/.exec(console_);
+    if (m) {
+      out.mibFromPeers += Number(m[1]);
+      out.mibFromSeed += Number(m[2]);
+      out.mibFromUrl += Number(m[3]);
+    }
+    if (console_.includes('the P2P swarm failed')) out.fellBack++;
+  }
+  return { mibFromPeers: round(out.mibFromPeers), mibFromSeed: round(out.mibFromSeed), mibFromUrl: round(out.mibFromUrl), fellBack: out.fellBack };
 }
 
 /** When the server first had this VM's hardware report (polled every 250 ms). */
