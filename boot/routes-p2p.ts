@@ -22,8 +22,6 @@ interface PeerParams extends ImageParams {
 
 /** Seconds a peer waits before asking again for a manifest still being prepared. */
 const PREPARING_RETRY_S = 2;
-/** Pieces the seed sends at once, over every image (a peer's piece server sends 4). */
-const SEED_UPLOADS = 8;
 
 export const p2pRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: P2pHub }> = async (app, { deps, hub }) => {
   /** The image's token, or the admin token: anything else is refused before the body is read. */
@@ -39,7 +37,6 @@ export const p2pRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: P2pHub }
   const now = () => Date.now();
 
   /** 404 for an image the hub is not distributing (yet): the peer asks for the manifest first. */
-  let seedUploads = 0;
   const schedulerOf = (sha256: string, reply: FastifyReply) => {
     const s = hub.scheduler(sha256);
     if (!s) void reply.code(404).send(errorBody('DF_ERR_NOT_FOUND', 'this image is not being distributed: GET its manifest first'));
@@ -172,27 +169,8 @@ export const p2pRoutes: FastifyPluginAsync<{ deps: BootServerDeps; hub: P2pHub }
     '/p2p/:sha256/pieces/:index',
     { schema: { params: def('api', 'P2pPieceParams') }, schemaErrorFormatter: refusing({ params: ['DF_ERR_P2P_NO_PIECE', 'no such piece'] }), preHandler: swarmMember },
     async (req, reply) => {
-      // The seed is a parent like any other: past its cap it answers 503, and the asker comes back after
-      // Retry-After or takes the piece from a peer meanwhile. Fewer uploads at once finish their pieces
-      // sooner, so the first pieces reach the swarm (and are passed on) sooner.
-      if (seedUploads >= SEED_UPLOADS) {
-        return reply.code(503).header('retry-after', '1').send(errorBody('DF_ERR_P2P_BUSY', `the seed sends ${SEED_UPLOADS} pieces at once, the most it serves`));
-      }
-      seedUploads++;
-      let counted = true;
-      const release = () => {
-        if (counted) seedUploads--;
-        counted = false;
-      };
-      reply.raw.once('close', release);
-      const bytes = await hub.seedPiece(req.params.sha256, req.params.index).catch((e: unknown) => {
-        release();
-        throw e;
-      });
-      if (!bytes) {
-        release();
-        return reply.code(404).send(errorBody('DF_ERR_P2P_NO_PIECE', 'no such piece'));
-      }
+      const bytes = await hub.seedPiece(req.params.sha256, req.params.index);
+      if (!bytes) return reply.code(404).send(errorBody('DF_ERR_P2P_NO_PIECE', 'no such piece'));
       reply.type('application/octet-stream').header('cache-control', 'no-store');
       const rate = deps.p2pUploadRate;
       if (!rate) return reply.send(bytes);

@@ -125,6 +125,9 @@ describe('the machine lifecycle in QEMU: discovery → git → imaging → local
           expect(console_).toMatch(/dragonfly\.workflow=wf-\S+ dragonfly\.token=[0-9a-f]{64}/);
         }
         expect(console_).toMatch(/: run wf-/);
+        // The image came through serve's P2P swarm (issue #13), here from its seed alone: one VM has no peers.
+        expect(console_).toMatch(/image2disk: over P2P: [\d.]+ MiB from peers, [\d.]+ MiB from the server's seed, 0\.0 MiB from the image URL/);
+        expect(console_).not.toMatch(/the P2P swarm failed/);
         expect(console_).toMatch(/registered as lab-01 \(\S+\): localboot/);
         // One imaging script either way: iPXE's, or the one the fast track asked for.
         expect(await lab.metric('dragonfly_boot_scripts_total{fate="imaging"}')).toBe(scripts + 1);
