@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, dragonfly, ROOT, tempDir } from './cli-helpers.js';
 import { ImageOrigin, MiB, sha256Of } from './p2p-world.js';
 import { collect, exited, freePort, until } from './process-helpers.js';
+import { tinyFleetYaml } from './tiny-fleet.js';
 
 const MACHINES = 3;
 const macOf = (i: number) => `52:54:00:77:20:0${i + 1}`;
@@ -72,25 +73,9 @@ describe('three Mage processes image at once through the P2P swarm of serve', ()
     // 2. The machines go into git; apply starts their workflows (and the seed reads the image: preheat).
     const fleet = path.join(work, 'fleet');
     fs.mkdirSync(fleet);
-    const machineDocs = machines.map((_, i) => `apiVersion: dragonfly.computer/v1\nkind: Machine\nmetadata: {name: node-0${i + 1}, labels: {role: db}}\nspec: {mac: "${macOf(i)}"}\n`);
     fs.writeFileSync(
       path.join(fleet, 'fleet.yaml'),
-      `${machineDocs.join('---\n')}---
-apiVersion: dragonfly.computer/v1
-kind: Template
-metadata: {name: tiny-12}
-spec:
-  image: {url: "${origin.url}", sha256: "${sha256Of(image)}", size: 48MiB}
-  actions:
-    - partition: {disk: \${disk}, table: gpt, partitions: [{name: efi, size: 64MiB, type: efi, format: vfat}, {name: root, size: rest, type: linux}]}
-    - image2disk: {partition: 2}
-    - writefile: {partition: 2, path: /etc/hostname, content: "\${machine.name}\\n", mode: "0644"}
----
-apiVersion: dragonfly.computer/v1
-kind: Assignment
-metadata: {name: db}
-spec: {template: tiny-12, selector: {role: db}}
-`,
+      tinyFleetYaml(machines.map((_, i) => ({ name: `node-0${i + 1}`, mac: macOf(i) })), { url: origin.url, sha256: sha256Of(image), size: '48MiB' }),
     );
     const applied = dragonfly(['apply', '--fleet', fleet, '--state', state, '--auto-approve']);
     expect(applied.status, applied.stderr).toBe(0);

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, dragonfly, ROOT, tempDir } from './cli-helpers.js';
 import { collect, exited, freePort, until } from './process-helpers.js';
+import { tinyFleetYaml } from './tiny-fleet.js';
 
 const MAC = '52:54:00:77:10:01';
 const MiB = 2 ** 20;
@@ -102,26 +103,7 @@ describe('serve, apply and Mage as separate processes', () => {
     fs.mkdirSync(fleet);
     fs.writeFileSync(
       path.join(fleet, 'fleet.yaml'),
-      `apiVersion: dragonfly.computer/v1
-kind: Machine
-metadata: {name: node-01, labels: {role: db}}
-spec: {mac: "${MAC}"}
----
-apiVersion: dragonfly.computer/v1
-kind: Template
-metadata: {name: tiny-12}
-spec:
-  image: {url: "http://127.0.0.1:${imagePort}/root.ext4.zst", sha256: "${sha}", size: 48MiB}
-  actions:
-    - partition: {disk: \${disk}, table: gpt, partitions: [{name: efi, size: 64MiB, type: efi, format: vfat}, {name: root, size: rest, type: linux}]}
-    - image2disk: {partition: 2}
-    - writefile: {partition: 2, path: /etc/hostname, content: "\${machine.name}\\n", mode: "0644"}
----
-apiVersion: dragonfly.computer/v1
-kind: Assignment
-metadata: {name: db}
-spec: {template: tiny-12, selector: {role: db}}
-`,
+      tinyFleetYaml([{ name: 'node-01', mac: MAC }], { url: `http://127.0.0.1:${imagePort}/root.ext4.zst`, sha256: sha, size: '48MiB' }),
     );
     const applied = dragonfly(['apply', '--fleet', fleet, '--state', state, '--auto-approve']);
     expect(applied.status, applied.stderr).toBe(0);
