@@ -13,7 +13,7 @@
 // directly with -kernel/-initrd (no firmware, no PXE) until registered, so "PXE → registered" reads as a ratio
 // too. Needs root and scripts/install-deps.sh's packages, like the test. Last line: JSON.
 import { fileURLToPath } from 'node:url';
-import { LifecycleLab, fleetFiles, mageImage, MARKER, type Boot, type Vm } from '../test/lifecycle-lab.js';
+import { LifecycleLab, fleetFiles, mageImage, p2pShare, registered, runAll, type Timeline, type Vm } from '../test/lifecycle-lab.js';
 import { median, round } from './measure.js';
 
 const PHASES = ['pxeToRegistered', 'registeredToStarted', 'imageWritten', 'rebootToDiskBoot'] as const;
@@ -25,15 +25,6 @@ const LABELS: Record<Phase, string> = {
   rebootToDiskBoot: 'reboot → disk boot',
 };
 
-interface Timeline {
-  poweredOn: number;
-  registered?: number;
-  started?: number;
-  finished?: number;
-  diskBooted?: number;
-  /** The boot whose console is this VM's. */
-  boot?: number;
-}
 
 export async function benchLifecycle(): Promise<void> {
   const lab = new LifecycleLab(6);
@@ -92,65 +83,6 @@ export async function benchLifecycle(): Promise<void> {
   } finally {
     await lab.stop();
   }
-}
-
-/** Power every VM on at once and follow each to its disk's marker; returns their timelines in order. */
-async function runAll(lab: LifecycleLab, vms: Vm[], addToGit: (vm: Vm) => Promise<void>): Promise<Timeline[]> {
-  return Promise.all(
-    vms.map(async (vm) => {
-      const boot = lab.powerOn(vm, { reboot: 'in-place' });
-      const t: Timeline = { poweredOn: boot.startedAt, boot: boot.n };
-      t.registered = await registered(lab, vm, boot);
-      await addToGit(vm);
-      const wf = async (done: boolean) => {
-        for (;;) {
-          const w = (await lab.workflows()).find((x) => x.mac === vm.mac);
-          if (w && (done ? w.finishedAt : w.startedAt)) {
-            if (done && w.state !== 'succeeded') throw new Error(`${vm.name}: workflow ${w.id} ${w.state}`);
-            return Date.parse(done ? w.finishedAt! : w.startedAt!);
-          }
-          await alive(boot, 'its workflow');
-        }
-      };
-      t.started = await wf(false);
-      t.finished = await wf(true);
-      const code = await boot.exit;
-      if (code !== 0 || !lab.serial(boot.n).includes(MARKER)) throw new Error(`${vm.name}: QEMU exited ${code} without the disk's marker`);
-      t.diskBooted = boot.exitedAt!;
-      return t;
-    }),
-  );
-}
-
-/** Where the VMs' image bytes came from, as each Mage logged it on its console (image2disk over P2P). */
-function p2pShare(lab: LifecycleLab, runs: Timeline[]): { mibFromPeers: number; mibFromSeed: number; mibFromUrl: number; fellBack: number } {
-  const out = { mibFromPeers: 0, mibFromSeed: 0, mibFromUrl: 0, fellBack: 0 };
-  for (const t of runs) {
-    const console_ = lab.serial(t.boot!);
-    const m = /over P2P: ([\d.]+) MiB from peers, ([\d.]+) MiB from the server's seed, ([\d.]+) MiB from the image URL/.exec(console_);
-    if (m) {
-      out.mibFromPeers += Number(m[1]);
-      out.mibFromSeed += Number(m[2]);
-      out.mibFromUrl += Number(m[3]);
-    }
-    if (console_.includes('the P2P swarm failed')) out.fellBack++;
-  }
-  return { mibFromPeers: round(out.mibFromPeers), mibFromSeed: round(out.mibFromSeed), mibFromUrl: round(out.mibFromUrl), fellBack: out.fellBack };
-}
-
-/** When the server first had this VM's hardware report (polled every 250 ms). */
-async function registered(lab: LifecycleLab, vm: Vm, boot: Boot): Promise<number> {
-  for (;;) {
-    if ((await lab.machines()).some((m) => m.mac === vm.mac && m.hardware)) return Date.now();
-    await alive(boot, 'Mage to register');
-  }
-}
-
-/** A 250 ms pause that fails when the VM's QEMU is gone or the run takes more than 10 minutes. */
-async function alive(boot: Boot, what: string): Promise<void> {
-  if (boot.exitedAt !== undefined) throw new Error(`${boot.vm.name}: QEMU exited while waiting for ${what}`);
-  if (Date.now() - boot.startedAt > 600_000) throw new Error(`${boot.vm.name}: no ${what} after 10 minutes`);
-  await new Promise((r) => setTimeout(r, 250));
 }
 
 function durations(t: Timeline): Record<Phase, number> {

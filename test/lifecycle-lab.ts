@@ -196,12 +196,13 @@ export class LifecycleLab {
   readonly boots: Boot[] = [];
   private readonly cleanup: () => void;
 
-  constructor(vmCount: number) {
+  /** `tag`: one letter that keeps this lab's namespaces and management addresses apart from another lab's. */
+  constructor(vmCount: number, opts: { tag?: string } = {}) {
     const tmp = tempDir('dragonfly-lifecycle-');
     this.work = tmp.dir;
     this.cleanup = tmp.cleanup;
     fs.chmodSync(this.work, 0o755);
-    this.net = new PxeNetwork({ prefix: 'dflc', tag: 'a', taps: vmCount, work: this.work, router: { packetJs: path.join(ROOT, 'dist/boot/dhcp/packet.js') }, mgmt: true });
+    this.net = new PxeNetwork({ prefix: 'dflc', tag: opts.tag ?? 'a', taps: vmCount, work: this.work, router: { packetJs: path.join(ROOT, 'dist/boot/dhcp/packet.js') }, mgmt: true });
     this.api = `http://${this.net.mgmt.lab}:${HTTP_PORT}`;
     this.state = path.join(this.work, 'state');
     this.vms = Array.from({ length: vmCount }, (_, i) => {
@@ -351,6 +352,17 @@ spec:
     return (JSON.parse((await this.cli(['status', '--state', this.state, '--json'])).stdout) as { controller: null }).controller;
   }
 
+  /** Body bytes the image server has sent, from its log of requests (a whole GET, or a Range). */
+  imageBytesSent(): number {
+    const size = fs.statSync(this.image.file).size;
+    let sent = 0;
+    for (const line of this.net.read('images.log').split('\n')) {
+      const m = /^GET \S+(?: range (\d+)-(\d+))?$/.exec(line);
+      if (m) sent += m[1] === undefined ? size : Number(m[2]) - Number(m[1]) + 1;
+    }
+    return sent;
+  }
+
   /** The last `chars` of serve's log. */
   serveLog(chars = 3000): string {
     return this.net.read('serve.log').slice(-chars) + this.net.read('serve.stderr').slice(-chars);
@@ -366,4 +378,80 @@ spec:
   private serialFile(n: number): string {
     return path.join(this.work, `serial-${n}.log`);
   }
+}
+
+/** One VM's way through the lifecycle when it runs on its own (QEMU rebooting in place): when each phase ended. */
+export interface Timeline {
+  poweredOn: number;
+  registered?: number;
+  started?: number;
+  finished?: number;
+  diskBooted?: number;
+  /** The boot whose console is this VM's. */
+  boot?: number;
+}
+
+/**
+ * Power every VM on at once and follow each to its disk's marker: PXE → Mage registers → `addToGit` (the
+ * caller pushes its Machine) → the waiting Mage goes on in the same boot (fast track) → imaging → reboot →
+ * PXE → local boot → the marker OS powers it off. Returns their timelines in order.
+ */
+export async function runAll(lab: LifecycleLab, vms: Vm[], addToGit: (vm: Vm) => Promise<void>): Promise<Timeline[]> {
+  return Promise.all(
+    vms.map(async (vm) => {
+      const boot = lab.powerOn(vm, { reboot: 'in-place' });
+      const t: Timeline = { poweredOn: boot.startedAt, boot: boot.n };
+      t.registered = await registered(lab, vm, boot);
+      await addToGit(vm);
+      const wf = async (done: boolean) => {
+        for (;;) {
+          const w = (await lab.workflows()).find((x) => x.mac === vm.mac);
+          if (w && (done ? w.finishedAt : w.startedAt)) {
+            if (done && w.state !== 'succeeded') throw new Error(`${vm.name}: workflow ${w.id} ${w.state}`);
+            return Date.parse(done ? w.finishedAt! : w.startedAt!);
+          }
+          await alive(boot, 'its workflow');
+        }
+      };
+      t.started = await wf(false);
+      t.finished = await wf(true);
+      const code = await boot.exit;
+      if (code !== 0 || !lab.serial(boot.n).includes(MARKER)) throw new Error(`${vm.name}: QEMU exited ${code} without the disk's marker`);
+      t.diskBooted = boot.exitedAt!;
+      return t;
+    }),
+  );
+}
+
+/** When the server first had this VM's hardware report (polled every 250 ms). */
+export async function registered(lab: LifecycleLab, vm: Vm, boot: Boot): Promise<number> {
+  for (;;) {
+    if ((await lab.machines()).some((m) => m.mac === vm.mac && m.hardware)) return Date.now();
+    await alive(boot, 'Mage to register');
+  }
+}
+
+/** A 250 ms pause that fails when the VM's QEMU is gone or the run takes more than 10 minutes. */
+async function alive(boot: Boot, what: string): Promise<void> {
+  if (boot.exitedAt !== undefined) throw new Error(`${boot.vm.name}: QEMU exited while waiting for ${what}`);
+  if (Date.now() - boot.startedAt > 600_000) throw new Error(`${boot.vm.name}: no ${what} after 10 minutes`);
+  await new Promise((r) => setTimeout(r, 250));
+}
+
+/** Where the VMs' image bytes came from, as each Mage logged it on its console (image2disk over P2P). */
+export function p2pShare(lab: LifecycleLab, runs: Timeline[]): { mibFromPeers: number; mibFromSeed: number; mibFromUrl: number; fellBack: number; reported: number } {
+  const out = { mibFromPeers: 0, mibFromSeed: 0, mibFromUrl: 0, fellBack: 0, reported: 0 };
+  for (const t of runs) {
+    const console_ = lab.serial(t.boot!);
+    const m = /over P2P: ([\d.]+) MiB from peers, ([\d.]+) MiB from the server's seed, ([\d.]+) MiB from the image URL/.exec(console_);
+    if (m) {
+      out.reported++;
+      out.mibFromPeers += Number(m[1]);
+      out.mibFromSeed += Number(m[2]);
+      out.mibFromUrl += Number(m[3]);
+    }
+    if (console_.includes('the P2P swarm failed')) out.fellBack++;
+  }
+  const r = (x: number) => Math.round(x * 10) / 10;
+  return { mibFromPeers: r(out.mibFromPeers), mibFromSeed: r(out.mibFromSeed), mibFromUrl: r(out.mibFromUrl), fellBack: out.fellBack, reported: out.reported };
 }
