@@ -69,6 +69,21 @@ function peerGet(args: string[], env: Record<string, string> = {}): { child: Chi
   return { child, output: () => stdout, errors: () => stderr };
 }
 
+/** Midway: until the swarm holds half the image's pieces, by the server's own figures. */
+function halfHeld(server: string): Promise<void> {
+  return until(
+    'the swarm to hold half the image',
+    async () => {
+      const res = await fetch(`${server}/api/v1/p2p/images`, { headers: { authorization: 'Bearer admin-token' } });
+      const { images } = (await res.json()) as { images: Array<{ sha256: string; stats?: { piecesHeld: number; pieces: number } }> };
+      const s = images.find((i) => i.sha256 === SHA)?.stats;
+      return s !== undefined && s.piecesHeld * 2 >= s.pieces;
+    },
+    20_000,
+    20,
+  );
+}
+
 const figure = (line: string, words: string) => Number(new RegExp(`(\\d+) bytes ${words}`).exec(line)?.[1] ?? NaN);
 
 describe('dragonfly peer get', () => {
@@ -111,18 +126,7 @@ describe('dragonfly peer get', () => {
     const peers = Array.from({ length: 5 }, (_, i) => peerGet(['--out', out(i), '--linger', '3s', '--download-limit', '30MB/s', '--piece-timeout', '4s']));
     let stderr0 = '';
     peers[0]!.child.stderr!.on('data', (d: Buffer) => (stderr0 += d));
-    // Midway: once the swarm holds half the pieces (the server's own figures).
-    await until(
-      'the swarm to hold half the image',
-      async () => {
-        const res = await fetch(`${server}/api/v1/p2p/images`, { headers: { authorization: 'Bearer admin-token' } });
-        const { images } = (await res.json()) as { images: Array<{ sha256: string; stats?: { piecesHeld: number; pieces: number } }> };
-        const s = images.find((i) => i.sha256 === SHA)?.stats;
-        return s !== undefined && s.piecesHeld * 2 >= s.pieces;
-      },
-      20_000,
-      20,
-    );
+    await halfHeld(server);
     peers[0]!.child.kill('SIGINT');
     peers[1]!.child.kill('SIGKILL');
     // A survivor that has not exited in 50 s fails the test with what every peer said (its warnings).
@@ -174,17 +178,7 @@ describe('dragonfly peer get', () => {
       p.child.stderr!.on('data', (d: Buffer) => (text += d));
       return () => text;
     });
-    await until(
-      'the swarm to hold half the image',
-      async () => {
-        const res = await fetch(`${url}/api/v1/p2p/images`, { headers: { authorization: 'Bearer admin-token' } });
-        const { images } = (await res.json()) as { images: Array<{ sha256: string; stats?: { piecesHeld: number; pieces: number } }> };
-        const s = images.find((i) => i.sha256 === SHA)?.stats;
-        return s !== undefined && s.piecesHeld * 2 >= s.pieces;
-      },
-      20_000,
-      20,
-    );
+    await halfHeld(url);
     serve.kill('SIGKILL');
     peers[0]!.child.kill('SIGKILL');
     await exited(serve);
