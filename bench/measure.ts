@@ -23,3 +23,22 @@ export function timeSync(fn: () => void): number {
 }
 
 export const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+/** Lines of a child's stdout, one at a time. */
+export function lineReader(stream: NodeJS.ReadableStream): { next(): Promise<string> } {
+  let buffered = '';
+  const waiting: ((line: string) => void)[] = [];
+  const ready: string[] = [];
+  stream.setEncoding('utf8');
+  stream.on('data', (d: string) => {
+    buffered += d;
+    for (let i = buffered.indexOf('\n'); i !== -1; i = buffered.indexOf('\n')) {
+      const line = buffered.slice(0, i);
+      buffered = buffered.slice(i + 1);
+      const w = waiting.shift();
+      if (w) w(line);
+      else ready.push(line);
+    }
+  });
+  return { next: () => (ready.length > 0 ? Promise.resolve(ready.shift()!) : new Promise((r) => waiting.push(r))) };
+}

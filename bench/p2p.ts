@@ -21,7 +21,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { median, round } from './measure.js';
+import { freePort, until } from '../test/process-helpers.js';
+import { lineReader, median, round } from './measure.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIN = path.join(HERE, '..', '..', 'bin', 'dragonfly.js'); // from dist/bench
@@ -62,7 +63,7 @@ export async function benchP2p(opts: { peers?: number; size?: number; peerRate?:
 
     const origin = spawn(process.execPath, [path.join(HERE, 'p2p-origin.js'), imageFile, String(U0)], { stdio: ['pipe', 'pipe', 'inherit'] });
     children.push(origin);
-    const originLines = lines(origin);
+    const originLines = lineReader(origin.stdout!);
     const originUrl = `http://127.0.0.1:${await originLines.next()}/image.raw`;
 
     const state = path.join(work, 'state');
@@ -73,13 +74,13 @@ export async function benchP2p(opts: { peers?: number; size?: number; peerRate?:
       env: { ...process.env, DRAGONFLY_API_TOKEN: ADMIN, DRAGONFLY_STATE: '' },
     });
     children.push(serve);
-    await until(async () => (await fetch(`${server}/healthz`).catch(() => undefined))?.ok === true, 30_000, 'serve to listen');
+    await until('serve to listen', async () => (await fetch(`${server}/healthz`).catch(() => undefined))?.ok === true, 30_000);
 
     // The preheat: the seed reads the image once, at the origin's rate.
     const t0 = performance.now();
     const pre = await fetch(`${server}/api/v1/p2p/preheat`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ url: originUrl, sha256 }) });
     if (pre.status !== 202) throw new Error(`preheat: HTTP ${pre.status}`);
-    await until(async () => (await fetch(`${server}/api/v1/p2p/images/${sha256}/manifest`, { headers: { authorization: `Bearer ${ADMIN}` } })).status === 200, 30 * 60_000, 'the seed to read the image');
+    await until('the seed to read the image', async () => (await fetch(`${server}/api/v1/p2p/images/${sha256}/manifest`, { headers: { authorization: `Bearer ${ADMIN}` } }).catch(() => undefined))?.status === 200, 30 * 60_000);
     const preheatS = (performance.now() - t0) / 1000;
     const token = await output(spawn(process.execPath, [BIN, 'p2p', 'token', '--sha256', sha256, '--state', state], { stdio: ['ignore', 'pipe', 'inherit'] }));
 
@@ -186,46 +187,11 @@ async function directRate(url: string, n: number, d: number, seconds: number): P
   return { bytesPerSecond: counted / elapsed };
 }
 
-function lines(child: ChildProcess): { next(): Promise<string> } {
-  const queue: string[] = [];
-  const waiters: ((l: string) => void)[] = [];
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      const w = waiters.shift();
-      if (w) w(line);
-      else queue.push(line);
-    }
-  });
-  return { next: () => (queue.length > 0 ? Promise.resolve(queue.shift()!) : new Promise((r) => waiters.push(r))) };
-}
-
 function output(child: ChildProcess): Promise<string> {
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   // 'close', not 'exit': the output may still be in the pipe when the process has exited.
   return new Promise((resolve, reject) => child.once('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`exit ${code}`)))));
-}
-
-async function until(probe: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!(await probe().catch(() => false))) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function freePort(): Promise<number> {
-  const net = await import('node:net');
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {

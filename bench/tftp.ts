@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runProcess } from '../boot/tftp/test-client.js';
-import { median, round } from './measure.js';
+import { lineReader, median, round } from './measure.js';
 
 const UNDIONLY = '/usr/lib/ipxe/undionly.kpxe';
 
@@ -122,25 +122,6 @@ export async function benchTftp(opts: { runs?: number; sizeMb?: number; clients?
     await new Promise((r) => ours.once('exit', r));
     fs.rmSync(work, { recursive: true, force: true });
   }
-}
-
-/** Lines of a child's stdout, one at a time. */
-function lineReader(stream: NodeJS.ReadableStream): { next(): Promise<string> } {
-  let buffered = '';
-  const waiting: ((line: string) => void)[] = [];
-  const ready: string[] = [];
-  stream.setEncoding('utf8');
-  stream.on('data', (d: string) => {
-    buffered += d;
-    for (let i = buffered.indexOf('\n'); i !== -1; i = buffered.indexOf('\n')) {
-      const line = buffered.slice(0, i);
-      buffered = buffered.slice(i + 1);
-      const w = waiting.shift();
-      if (w) w(line);
-      else ready.push(line);
-    }
-  });
-  return { next: () => (ready.length > 0 ? Promise.resolve(ready.shift()!) : new Promise((r) => waiting.push(r))) };
 }
 
 /** A UDP port that was free a moment ago (in.tftpd cannot be asked to pick one). */
